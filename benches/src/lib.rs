@@ -1,0 +1,1 @@
+//! doppel-benches (being built out; see ../shared/DESIGN.md).

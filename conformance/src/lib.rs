@@ -1,0 +1,1 @@
+//! doppel-conformance (being built out; see ../shared/DESIGN.md).

@@ -1,0 +1,1 @@
+//! doppel-harness (being built out; see ../shared/DESIGN.md).

@@ -1,0 +1,1 @@
+//! refbox (being built out; see ../shared/DESIGN.md).
