@@ -1,0 +1,28 @@
+# Everyday recipes. Install just with `cargo install just` (Debian 12 has no package).
+
+# Run every test the way CI does (the README's test command).
+test:
+    cargo nextest run --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Run the conformance suite against the embedded refbox (the README's main command).
+suite *ARGS:
+    cargo build --release --workspace --bins
+    ./target/release/doppel run {{ARGS}}
+
+# Install the real runtimes the suite can drive (runc, crun, busybox for bundles).
+runtimes:
+    apt-get update -qq
+    apt-get install -y --no-install-recommends runc crun busybox-static
+
+# Criterion benches (world open/close, spawn_at vs wraparound, recovery latency).
+bench *ARGS:
+    cargo bench -p doppel-benches {{ARGS}}
+
+# A quick pass over every bench: compiles and runs each once, for CI.
+bench-quick:
+    cargo bench -p doppel-benches -- --quick --noplot
