@@ -1,1 +1,28 @@
-//! doppel-conformance (being built out; see ../shared/DESIGN.md).
+//! doppel-conformance: the conformance suite for programs that supervise
+//! long-lived processes.
+//!
+//! Modules, in the direction of dependency:
+//!
+//! - [`adapter`]: the TOML adapter protocol (schema, validation, templates,
+//!   state-output parsing). Depends on nothing else here.
+//! - [`catalog`]: case and outcome types.
+//! - [`world`]: glue to doppel-harness (worlds, impostors, plants, census).
+//! - [`scene`]: one case's stage: a world plus the runtime driven through
+//!   its adapter. Uses `adapter` and `world`.
+//! - [`cases`]: the catalog itself; each case uses only `scene`.
+//! - [`report`]: JSON/JUnit/Markdown/human output and `compare`.
+//! - [`runner`]: runs cases (one world each) for `doppel run` and for the
+//!   libtest protocol nextest speaks.
+//! - [`cli`]: the `doppel` command line, shared by the binary and the
+//!   `suite` test target.
+//! - [`locate`]: finds refbox's binaries, the default subject.
+
+pub mod adapter;
+pub mod cases;
+pub mod catalog;
+pub mod cli;
+pub mod locate;
+pub mod report;
+pub mod runner;
+pub mod scene;
+pub mod world;

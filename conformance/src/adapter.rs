@@ -1,0 +1,1034 @@
+//! The adapter protocol: a TOML file that tells the suite how to drive one
+//! runtime. This module owns its schema, its validation (errors name the key
+//! and the line), placeholder expansion and the parsing of the runtime's
+//! `state` output. It runs nothing: [`crate::driver`] does.
+//!
+//! The schema is documented for runtime authors in `docs/adapter-guide.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The adapter schema version this suite reads.
+pub const ADAPTER_SCHEMA: u32 = 1;
+
+/// The refbox adapter shipped with the workspace, used when no `--adapter` is given.
+pub const EMBEDDED_REFBOX: &str = include_str!("../../fixtures/adapters/refbox.toml");
+
+/// Everything that can be wrong with an adapter file.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// The file could not be read.
+    #[error("cannot read adapter {path}: {source}")]
+    Read {
+        /// The adapter file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or does not match the schema (unknown or missing key, wrong type).
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        /// The adapter file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// What toml/serde said, which names the key.
+        message: String,
+    },
+    /// The TOML parses but a value is not usable.
+    #[error("{path}:{line}: key `{key}`: {reason}")]
+    Invalid {
+        /// The adapter file.
+        path: PathBuf,
+        /// 1-based line of the offending value.
+        line: usize,
+        /// Dotted key, e.g. `commands.kill`.
+        key: String,
+        /// Why the value is rejected.
+        reason: String,
+    },
+}
+
+/// An operation a runtime may declare. Cases needing an undeclared operation are not applicable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operation {
+    /// Create a box without starting its payload.
+    Create,
+    /// Start a created box.
+    Start,
+    /// Create and start a box, detached.
+    Run,
+    /// Create and start a box whose payload receives a secret.
+    RunSecret,
+    /// Print the state of one box.
+    State,
+    /// Send a signal to a box.
+    Kill,
+    /// Delete a stopped box.
+    Delete,
+    /// Delete a box whatever its state.
+    DeleteForce,
+    /// List boxes.
+    List,
+    /// Classify every box after a restart.
+    Recover,
+    /// Remove stale log directories.
+    Cleanup,
+}
+
+impl Operation {
+    /// Every operation, in schema order.
+    pub const ALL: [Operation; 11] = [
+        Operation::Create,
+        Operation::Start,
+        Operation::Run,
+        Operation::RunSecret,
+        Operation::State,
+        Operation::Kill,
+        Operation::Delete,
+        Operation::DeleteForce,
+        Operation::List,
+        Operation::Recover,
+        Operation::Cleanup,
+    ];
+
+    /// The key under `[commands]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Start => "start",
+            Operation::Run => "run",
+            Operation::RunSecret => "run_secret",
+            Operation::State => "state",
+            Operation::Kill => "kill",
+            Operation::Delete => "delete",
+            Operation::DeleteForce => "delete_force",
+            Operation::List => "list",
+            Operation::Recover => "recover",
+            Operation::Cleanup => "cleanup",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// A capability an adapter may declare (beyond operations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuntimeCapability {
+    /// A long-lived daemon or library mode with its own reaper.
+    Daemon,
+    /// A privileged helper process.
+    Helper,
+    /// Secrets reach the box on stdin or a file, never argv/environ.
+    SecretsStdin,
+    /// Log directories carry owner sentinels, cleaned by `cleanup`.
+    LogSentinels,
+}
+
+impl RuntimeCapability {
+    /// Every capability.
+    pub const ALL: [RuntimeCapability; 4] = [
+        RuntimeCapability::Daemon,
+        RuntimeCapability::Helper,
+        RuntimeCapability::SecretsStdin,
+        RuntimeCapability::LogSentinels,
+    ];
+
+    /// The word used in `capabilities = [...]`.
+    pub fn word(self) -> &'static str {
+        match self {
+            RuntimeCapability::Daemon => "daemon",
+            RuntimeCapability::Helper => "helper",
+            RuntimeCapability::SecretsStdin => "secrets-stdin",
+            RuntimeCapability::LogSentinels => "log-sentinels",
+        }
+    }
+
+    fn from_word(w: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.word() == w)
+    }
+}
+
+impl fmt::Display for RuntimeCapability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// How the payload (the workload inside a box) is handed to the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PayloadMode {
+    /// `{payload...}` expands to the payload's argv.
+    Argv,
+    /// `{bundle}` names an OCI bundle built by fixtures whose process is the payload.
+    OciBundle,
+}
+
+/// Where a value sits in a record: a 1-based line number or a JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Locator {
+    /// 1-based line of a line-oriented record.
+    Line(usize),
+    /// RFC 6901 JSON pointer into a JSON record.
+    Pointer(String),
+}
+
+/// The status words a runtime prints, mapped to the suite's notion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Created, payload not started.
+    Created,
+    /// Payload running.
+    Running,
+    /// Payload ended.
+    Stopped,
+    /// The runtime cannot tell (e.g. unverifiable identity).
+    Unknown,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Unknown => "unknown",
+        })
+    }
+}
+
+// ---- raw schema (what serde sees) ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdapter {
+    schema: Spanned<u32>,
+    runtime: RawRuntime,
+    payload: RawPayload,
+    #[serde(default)]
+    commands: RawCommands,
+    state: Option<RawState>,
+    #[serde(default)]
+    files: RawFiles,
+    identity: Option<RawIdentity>,
+    #[serde(default)]
+    capabilities: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    name: Spanned<String>,
+    version: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPayload {
+    mode: PayloadMode,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommands {
+    create: Option<Spanned<Vec<String>>>,
+    start: Option<Spanned<Vec<String>>>,
+    run: Option<Spanned<Vec<String>>>,
+    run_secret: Option<Spanned<Vec<String>>>,
+    state: Option<Spanned<Vec<String>>>,
+    kill: Option<Spanned<Vec<String>>>,
+    delete: Option<Spanned<Vec<String>>>,
+    delete_force: Option<Spanned<Vec<String>>>,
+    list: Option<Spanned<Vec<String>>>,
+    recover: Option<Spanned<Vec<String>>>,
+    cleanup: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    status: Spanned<String>,
+    pid: Option<Spanned<String>>,
+    running: Vec<String>,
+    stopped: Vec<String>,
+    #[serde(default)]
+    created: Vec<String>,
+    #[serde(default)]
+    unknown: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFiles {
+    box_dir: Option<Spanned<String>>,
+    state: Option<Spanned<String>>,
+    exit: Option<Spanned<String>>,
+    exit_previous: Option<Spanned<String>>,
+    sentinel: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    file: Spanned<String>,
+    format: RecordFormat,
+    pid: Spanned<Locator>,
+    start_time: Option<Spanned<Locator>>,
+    boot_id: Option<Spanned<Locator>>,
+    legacy: Option<Spanned<String>>,
+}
+
+/// Encoding of an identity record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordFormat {
+    /// One value per line; locators are line numbers.
+    Lines,
+    /// A JSON document; locators are JSON pointers.
+    Json,
+}
+
+// ---- validated adapter ----
+
+/// A command template: argv elements with placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(Vec<String>);
+
+/// Values substituted into templates.
+#[derive(Debug, Clone, Default)]
+pub struct Vars<'a> {
+    /// `{root}`: the runtime's state root inside the world.
+    pub root: Option<&'a str>,
+    /// `{id}`: the box id.
+    pub id: Option<&'a str>,
+    /// `{bundle}`: an OCI bundle directory.
+    pub bundle: Option<&'a str>,
+    /// `{signal}`: a signal name, e.g. `KILL`.
+    pub signal: Option<&'a str>,
+    /// `{secret_file}`: a file holding a secret.
+    pub secret_file: Option<&'a str>,
+    /// `{bindir}`: directory of the runtime's binaries.
+    pub bindir: Option<&'a str>,
+    /// `{payload...}`: the payload argv.
+    pub payload: Option<&'a [String]>,
+}
+
+/// Placeholders a template may use.
+const PLACEHOLDERS: [&str; 7] = [
+    "root",
+    "id",
+    "bundle",
+    "signal",
+    "secret_file",
+    "bindir",
+    "payload...",
+];
+/// Placeholders a file path template may use.
+const PATH_PLACEHOLDERS: [&str; 2] = ["root", "id"];
+
+/// A placeholder was used without a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("placeholder {{{name}}} has no value here")]
+pub struct MissingVar {
+    /// The placeholder's name.
+    pub name: String,
+}
+
+impl Template {
+    /// Expands the template into an argv.
+    pub fn expand(&self, vars: &Vars<'_>) -> Result<Vec<String>, MissingVar> {
+        let mut out = Vec::with_capacity(self.0.len());
+        for el in &self.0 {
+            if el == "{payload...}" {
+                let p = vars.payload.ok_or_else(|| MissingVar {
+                    name: "payload...".into(),
+                })?;
+                out.extend(p.iter().cloned());
+            } else {
+                out.push(expand_str(el, vars)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The raw elements.
+    pub fn elements(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether any element mentions `{name}`.
+    pub fn uses(&self, name: &str) -> bool {
+        let needle = format!("{{{name}}}");
+        self.0.iter().any(|e| e.contains(&needle))
+    }
+}
+
+/// Expands placeholders inside one string.
+pub fn expand_str(s: &str, vars: &Vars<'_>) -> Result<String, MissingVar> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            out.push_str(&rest[open..]);
+            return Ok(out);
+        };
+        let name = &rest[open + 1..open + close];
+        let value = match name {
+            "root" => vars.root,
+            "id" => vars.id,
+            "bundle" => vars.bundle,
+            "signal" => vars.signal,
+            "secret_file" => vars.secret_file,
+            "bindir" => vars.bindir,
+            _ => None,
+        };
+        out.push_str(value.ok_or_else(|| MissingVar { name: name.into() })?);
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// How to read `state` output.
+#[derive(Debug, Clone)]
+pub struct StateParsing {
+    /// JSON pointer to the status word.
+    pub status: String,
+    /// JSON pointer to the pid, if the runtime prints one.
+    pub pid: Option<String>,
+    words: Vec<(String, Status)>,
+}
+
+/// What one `state` invocation said, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedState {
+    /// The status, mapped through the adapter's words; `None` for an unmapped word.
+    pub status: Option<Status>,
+    /// The word as printed.
+    pub word: String,
+    /// The pid printed, if any (0 is kept as printed).
+    pub pid: Option<i64>,
+    /// The whole document, for evidence.
+    pub raw: serde_json::Value,
+}
+
+/// Why `state` output could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateParseError {
+    /// stdout was not JSON.
+    #[error("state output is not JSON: {0}")]
+    NotJson(String),
+    /// The status pointer did not name a string.
+    #[error("state output has no string at {0}")]
+    NoStatus(String),
+}
+
+impl StateParsing {
+    /// Parses one `state` stdout.
+    pub fn parse(&self, stdout: &[u8]) -> Result<ObservedState, StateParseError> {
+        let raw: serde_json::Value =
+            serde_json::from_slice(stdout).map_err(|e| StateParseError::NotJson(e.to_string()))?;
+        let word = raw
+            .pointer(&self.status)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| StateParseError::NoStatus(self.status.clone()))?
+            .to_string();
+        let status = self.words.iter().find(|(w, _)| *w == word).map(|(_, s)| *s);
+        let pid = self
+            .pid
+            .as_ref()
+            .and_then(|p| raw.pointer(p))
+            .and_then(|v| v.as_i64());
+        Ok(ObservedState {
+            status,
+            word,
+            pid,
+            raw,
+        })
+    }
+}
+
+/// Where the runtime records a process's identity, so scenes can rewrite it.
+#[derive(Debug, Clone)]
+pub struct IdentityRecord {
+    /// Path template (`{root}`, `{id}`).
+    pub file: String,
+    /// Encoding.
+    pub format: RecordFormat,
+    /// Where the pid is.
+    pub pid: Locator,
+    /// Where the start time (stat field 22) is.
+    pub start_time: Option<Locator>,
+    /// Where the boot id is.
+    pub boot_id: Option<Locator>,
+    /// Template of the legacy record (`{pid}`), if the runtime reads one.
+    pub legacy: Option<String>,
+}
+
+/// State-file path templates, for plants.
+#[derive(Debug, Clone, Default)]
+pub struct Files {
+    /// A box's directory.
+    pub box_dir: Option<String>,
+    /// A box's state record.
+    pub state: Option<String>,
+    /// The payload's exit record.
+    pub exit: Option<String>,
+    /// The previous exit record.
+    pub exit_previous: Option<String>,
+    /// The log sentinel.
+    pub sentinel: Option<String>,
+}
+
+/// A validated adapter.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    /// Where it was read from (`<embedded refbox>` for the default).
+    pub source: String,
+    /// The runtime's name, e.g. `refbox`.
+    pub name: String,
+    /// Command printing the runtime's version.
+    pub version: Option<Template>,
+    /// Payload mode.
+    pub payload: PayloadMode,
+    commands: BTreeMap<Operation, Template>,
+    /// State output parsing, if `state` is declared.
+    pub state: Option<StateParsing>,
+    /// File templates.
+    pub files: Files,
+    /// Identity record location.
+    pub identity: Option<IdentityRecord>,
+    capabilities: Vec<RuntimeCapability>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, span: Range<usize>, key: &str, reason: impl Into<String>) -> AdapterError {
+        AdapterError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, span.start),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn check_placeholders(
+        &self,
+        span: Range<usize>,
+        key: &str,
+        s: &str,
+        allowed: &[&str],
+    ) -> Result<(), AdapterError> {
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else {
+                return Err(self.invalid(span, key, format!("unclosed `{{` in {s:?}")));
+            };
+            let name = &rest[open + 1..open + close];
+            if !allowed.contains(&name) {
+                return Err(self.invalid(
+                    span,
+                    key,
+                    format!(
+                        "unknown placeholder {{{name}}}; known: {}",
+                        allowed
+                            .iter()
+                            .map(|p| format!("{{{p}}}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                ));
+            }
+            rest = &rest[open + close + 1..];
+        }
+        Ok(())
+    }
+
+    fn template(&self, key: &str, raw: Spanned<Vec<String>>) -> Result<Template, AdapterError> {
+        let span = raw.span();
+        let v = raw.into_inner();
+        if v.is_empty() {
+            return Err(self.invalid(span, key, "command is empty"));
+        }
+        for el in &v {
+            if el.contains("{payload...}") && el != "{payload...}" {
+                return Err(self.invalid(span, key, "{payload...} must be a whole argv element"));
+            }
+            if el != "{payload...}" {
+                self.check_placeholders(span.clone(), key, el, &PLACEHOLDERS)?;
+            }
+        }
+        Ok(Template(v))
+    }
+
+    fn path_template(&self, key: &str, raw: Spanned<String>) -> Result<String, AdapterError> {
+        let span = raw.span();
+        let s = raw.into_inner();
+        self.check_placeholders(span.clone(), key, &s, &PATH_PLACEHOLDERS)?;
+        if !s.starts_with("{root}") && !s.starts_with('/') {
+            return Err(self.invalid(span, key, "path must start with {root} or /"));
+        }
+        Ok(s)
+    }
+
+    fn pointer(&self, key: &str, raw: &Spanned<String>) -> Result<String, AdapterError> {
+        let p = raw.get_ref();
+        if !p.is_empty() && !p.starts_with('/') {
+            return Err(self.invalid(
+                raw.span(),
+                key,
+                format!("{p:?} is not a JSON pointer (must start with /)"),
+            ));
+        }
+        Ok(p.clone())
+    }
+
+    fn locator(
+        &self,
+        key: &str,
+        format: RecordFormat,
+        raw: Spanned<Locator>,
+    ) -> Result<Locator, AdapterError> {
+        let span = raw.span();
+        match (format, raw.into_inner()) {
+            (RecordFormat::Lines, Locator::Line(0)) => {
+                Err(self.invalid(span, key, "line numbers start at 1"))
+            }
+            (RecordFormat::Lines, l @ Locator::Line(_)) => Ok(l),
+            (RecordFormat::Json, Locator::Pointer(p)) if p.starts_with('/') => {
+                Ok(Locator::Pointer(p))
+            }
+            (RecordFormat::Lines, Locator::Pointer(_)) => {
+                Err(self.invalid(span, key, "format = \"lines\" needs a line number"))
+            }
+            (RecordFormat::Json, _) => Err(self.invalid(
+                span,
+                key,
+                "format = \"json\" needs a JSON pointer starting with /",
+            )),
+        }
+    }
+}
+
+impl Adapter {
+    /// Reads and validates an adapter file.
+    pub fn load(path: &Path) -> Result<Adapter, AdapterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AdapterError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The embedded refbox adapter.
+    pub fn embedded_refbox() -> Adapter {
+        Self::parse(EMBEDDED_REFBOX, Path::new("<embedded refbox.toml>"))
+            .expect("the embedded refbox adapter is validated by a unit test")
+    }
+
+    /// Validates adapter text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Adapter, AdapterError> {
+        let raw: RawAdapter = toml::from_str(text).map_err(|e| AdapterError::Syntax {
+            path: path.to_path_buf(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: e.message().trim().to_string(),
+        })?;
+        let cx = Ctx { text, path };
+        if *raw.schema.get_ref() != ADAPTER_SCHEMA {
+            return Err(cx.invalid(
+                raw.schema.span(),
+                "schema",
+                format!(
+                    "this suite reads adapter schema {ADAPTER_SCHEMA}, the file says {}",
+                    raw.schema.get_ref()
+                ),
+            ));
+        }
+        let name_span = raw.runtime.name.span();
+        let name = raw.runtime.name.into_inner();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(cx.invalid(name_span, "runtime.name", "must be a non-empty word"));
+        }
+        let version = raw
+            .runtime
+            .version
+            .map(|v| cx.template("runtime.version", v))
+            .transpose()?;
+
+        let c = raw.commands;
+        let mut commands = BTreeMap::new();
+        for (op, t) in [
+            (Operation::Create, c.create),
+            (Operation::Start, c.start),
+            (Operation::Run, c.run),
+            (Operation::RunSecret, c.run_secret),
+            (Operation::State, c.state),
+            (Operation::Kill, c.kill),
+            (Operation::Delete, c.delete),
+            (Operation::DeleteForce, c.delete_force),
+            (Operation::List, c.list),
+            (Operation::Recover, c.recover),
+            (Operation::Cleanup, c.cleanup),
+        ] {
+            let Some(t) = t else { continue };
+            let key = format!("commands.{}", op.key());
+            let span = t.span();
+            let t = cx.template(&key, t)?;
+            let needs: &[&str] = match op {
+                Operation::Create | Operation::Run if raw.payload.mode == PayloadMode::Argv => {
+                    &["{id}", "{payload...}"]
+                }
+                Operation::Create | Operation::Run => &["{id}", "{bundle}"],
+                Operation::RunSecret => &["{id}", "{secret_file}"],
+                Operation::Kill => &["{id}", "{signal}"],
+                Operation::Start
+                | Operation::State
+                | Operation::Delete
+                | Operation::DeleteForce => &["{id}"],
+                Operation::List | Operation::Recover | Operation::Cleanup => &[],
+            };
+            for n in needs {
+                let bare = &n[1..n.len() - 1];
+                let ok = if *n == "{payload...}" {
+                    t.elements().iter().any(|e| e == n)
+                } else {
+                    t.uses(bare)
+                };
+                if !ok {
+                    return Err(cx.invalid(span, &key, format!("must use {n}")));
+                }
+            }
+            commands.insert(op, t);
+        }
+
+        let state = match raw.state {
+            Some(s) => {
+                let status = cx.pointer("state.status", &s.status)?;
+                let pid = s
+                    .pid
+                    .as_ref()
+                    .map(|p| cx.pointer("state.pid", p))
+                    .transpose()?;
+                let mut words = Vec::new();
+                for (list, st) in [
+                    (s.running, Status::Running),
+                    (s.stopped, Status::Stopped),
+                    (s.created, Status::Created),
+                    (s.unknown, Status::Unknown),
+                ] {
+                    words.extend(list.into_iter().map(|w| (w, st)));
+                }
+                Some(StateParsing { status, pid, words })
+            }
+            None => None,
+        };
+        if commands.contains_key(&Operation::State) && state.is_none() {
+            return Err(AdapterError::Invalid {
+                path: path.to_path_buf(),
+                line: 1,
+                key: "state".into(),
+                reason: "commands.state is declared but the [state] table is missing".into(),
+            });
+        }
+
+        let f = raw.files;
+        let pt =
+            |key: &str, v: Option<Spanned<String>>| v.map(|v| cx.path_template(key, v)).transpose();
+        let files = Files {
+            box_dir: pt("files.box_dir", f.box_dir)?,
+            state: pt("files.state", f.state)?,
+            exit: pt("files.exit", f.exit)?,
+            exit_previous: pt("files.exit_previous", f.exit_previous)?,
+            sentinel: pt("files.sentinel", f.sentinel)?,
+        };
+
+        let identity = match raw.identity {
+            Some(i) => Some(IdentityRecord {
+                file: cx.path_template("identity.file", i.file)?,
+                format: i.format,
+                pid: cx.locator("identity.pid", i.format, i.pid)?,
+                start_time: i
+                    .start_time
+                    .map(|l| cx.locator("identity.start_time", i.format, l))
+                    .transpose()?,
+                boot_id: i
+                    .boot_id
+                    .map(|l| cx.locator("identity.boot_id", i.format, l))
+                    .transpose()?,
+                legacy: match i.legacy {
+                    Some(l) => {
+                        let span = l.span();
+                        let l = l.into_inner();
+                        if !l.contains("{pid}") {
+                            return Err(cx.invalid(span, "identity.legacy", "must use {pid}"));
+                        }
+                        Some(l)
+                    }
+                    None => None,
+                },
+            }),
+            None => None,
+        };
+
+        let mut capabilities = Vec::new();
+        for c in raw.capabilities {
+            match RuntimeCapability::from_word(c.get_ref()) {
+                Some(cap) => capabilities.push(cap),
+                None => {
+                    return Err(cx.invalid(
+                        c.span(),
+                        "capabilities",
+                        format!(
+                            "unknown capability {:?}; known: {}",
+                            c.get_ref(),
+                            RuntimeCapability::ALL.map(|c| c.word()).join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+
+        Ok(Adapter {
+            source: path.display().to_string(),
+            name,
+            version,
+            payload: raw.payload.mode,
+            commands,
+            state,
+            files,
+            identity,
+            capabilities,
+        })
+    }
+
+    /// The template of an operation, if declared.
+    pub fn command(&self, op: Operation) -> Option<&Template> {
+        self.commands.get(&op)
+    }
+
+    /// Whether an operation is declared.
+    pub fn has(&self, op: Operation) -> bool {
+        self.commands.contains_key(&op)
+    }
+
+    /// Whether a capability is declared.
+    pub fn declares(&self, cap: RuntimeCapability) -> bool {
+        self.capabilities.contains(&cap)
+    }
+
+    /// Declared operations.
+    pub fn operations(&self) -> impl Iterator<Item = Operation> + '_ {
+        self.commands.keys().copied()
+    }
+
+    /// Declared capabilities.
+    pub fn capabilities(&self) -> &[RuntimeCapability] {
+        &self.capabilities
+    }
+}
+
+/// Reads one value out of an identity record.
+pub fn record_get(format: RecordFormat, text: &str, loc: &Locator) -> Option<String> {
+    match (format, loc) {
+        (RecordFormat::Lines, Locator::Line(n)) => text
+            .lines()
+            .nth(n.checked_sub(1)?)
+            .map(|s| s.trim().to_string()),
+        (RecordFormat::Json, Locator::Pointer(p)) => {
+            let v: serde_json::Value = serde_json::from_str(text).ok()?;
+            match v.pointer(p)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites one value in an identity record, keeping everything else.
+pub fn record_set(format: RecordFormat, text: &str, loc: &Locator, value: &str) -> Option<String> {
+    match (format, loc) {
+        (RecordFormat::Lines, Locator::Line(n)) => {
+            let mut lines: Vec<&str> = text.lines().collect();
+            let slot = lines.get_mut(n.checked_sub(1)?)?;
+            *slot = value;
+            let mut out = lines.join("\n");
+            if text.ends_with('\n') {
+                out.push('\n');
+            }
+            Some(out)
+        }
+        (RecordFormat::Json, Locator::Pointer(p)) => {
+            let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
+            let slot = v.pointer_mut(p)?;
+            *slot = match slot {
+                serde_json::Value::Number(_) => serde_json::Value::Number(value.parse().ok()?),
+                _ => serde_json::Value::String(value.to_string()),
+            };
+            serde_json::to_string(&v).ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Adapter, AdapterError> {
+        Adapter::parse(text, Path::new("t.toml"))
+    }
+
+    const MIN: &str = r#"schema = 1
+[runtime]
+name = "x"
+[payload]
+mode = "argv"
+"#;
+
+    #[test]
+    fn embedded_refbox_is_valid() {
+        let a = Adapter::embedded_refbox();
+        assert_eq!(a.name, "refbox");
+        for op in Operation::ALL {
+            assert!(a.has(op), "refbox declares {op}");
+        }
+    }
+
+    #[test]
+    fn minimal_adapter_declares_nothing() {
+        let a = parse(MIN).unwrap();
+        assert_eq!(a.operations().count(), 0);
+        assert!(a.capabilities().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = parse(&format!("{MIN}[commands]\nstat = [\"x\", \"{{id}}\"]\n")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("t.toml:7:"), "{s}");
+        assert!(s.contains("stat"), "{s}");
+    }
+
+    #[test]
+    fn missing_placeholder_is_named() {
+        let e = parse(&format!("{MIN}[commands]\n\nkill = [\"x\", \"{{id}}\"]\n")).unwrap_err();
+        let s = e.to_string();
+        assert_eq!(s, "t.toml:8: key `commands.kill`: must use {signal}");
+    }
+
+    #[test]
+    fn unknown_placeholder_is_named() {
+        let e = parse(&format!(
+            "{MIN}[commands]\nstart = [\"x\", \"{{idd}}\", \"{{id}}\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown placeholder {idd}"), "{e}");
+    }
+
+    #[test]
+    fn unknown_capability_is_named() {
+        let e = parse(&MIN.replace(
+            "[runtime]",
+            "capabilities = [\"helper\", \"telepathy\"]\n[runtime]",
+        ))
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("t.toml:2: key `capabilities`"), "{s}");
+        assert!(s.contains("telepathy"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = parse(&MIN.replace("mode = \"argv\"", "mode = \"floppy\"")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("t.toml:5:"), "{s}");
+    }
+
+    #[test]
+    fn templates_expand_payload() {
+        let t = Template(vec![
+            "{bindir}/rb".into(),
+            "--root".into(),
+            "{root}".into(),
+            "run".into(),
+            "{id}".into(),
+            "--".into(),
+            "{payload...}".into(),
+        ]);
+        let payload = vec!["sleep".to_string(), "100".to_string()];
+        let v = Vars {
+            root: Some("/r"),
+            id: Some("b1"),
+            bindir: Some("/bin"),
+            payload: Some(&payload),
+            ..Vars::default()
+        };
+        assert_eq!(
+            t.expand(&v).unwrap(),
+            ["/bin/rb", "--root", "/r", "run", "b1", "--", "sleep", "100"]
+        );
+        assert_eq!(
+            t.expand(&Vars::default()).unwrap_err(),
+            MissingVar {
+                name: "bindir".into()
+            }
+        );
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let t = "42\n1234\nabc\n";
+        assert_eq!(
+            record_get(RecordFormat::Lines, t, &Locator::Line(2)).unwrap(),
+            "1234"
+        );
+        let t2 = record_set(RecordFormat::Lines, t, &Locator::Line(2), "99").unwrap();
+        assert_eq!(t2, "42\n99\nabc\n");
+        let j = r#"{"init_process_pid":5,"init_process_start":77}"#;
+        let p = Locator::Pointer("/init_process_start".into());
+        assert_eq!(record_get(RecordFormat::Json, j, &p).unwrap(), "77");
+        let j2 = record_set(RecordFormat::Json, j, &p, "88").unwrap();
+        assert_eq!(record_get(RecordFormat::Json, &j2, &p).unwrap(), "88");
+    }
+
+    #[test]
+    fn state_words_map() {
+        let a = Adapter::embedded_refbox();
+        let sp = a.state.as_ref().unwrap();
+        let o = sp
+            .parse(br#"{"id":"b","status":"running","pid":7}"#)
+            .unwrap();
+        assert_eq!(o.status, Some(Status::Running));
+        assert_eq!(o.pid, Some(7));
+        let o = sp.parse(br#"{"id":"b","status":"weird"}"#).unwrap();
+        assert_eq!(o.status, None);
+        assert!(sp.parse(b"nope").is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! ids::*: box ids are matched exactly, never as substrings.
+
+use super::{judge, live_box, state_problem};
+use crate::adapter::Status;
+use crate::catalog::{NotStaged, Verdict};
+use crate::scene::Scene;
+
+pub(crate) fn prefix_collision(s: &mut Scene<'_>) -> Verdict {
+    let one = live_box(s, "box-1")?;
+    let ten = live_box(s, "box-10")?;
+    let mut problems = Vec::new();
+    let check =
+        |s: &mut Scene<'_>, after: &str, problems: &mut Vec<String>| -> Result<(), NotStaged> {
+            if s.census()?.get(ten).is_none() {
+                problems.push(format!("box-10's process {ten} is gone after {after}"));
+            }
+            if let Some(p) = state_problem(s, "box-10", &[Status::Running])? {
+                problems.push(format!("after {after}: {p}"));
+            }
+            Ok(())
+        };
+    s.kill("box-1", "KILL")?;
+    s.wait_gone(one)?;
+    check(s, "kill box-1", &mut problems)?;
+    s.kill("box-1", "KILL")?;
+    check(s, "kill box-1 after its death", &mut problems)?;
+    s.delete("box-1", true)?;
+    check(s, "delete --force box-1", &mut problems)?;
+    s.kill("box-1", "KILL")?;
+    check(s, "kill box-1 after its deletion", &mut problems)?;
+    judge("operations on box-1 never touch box-10", problems, s)
+}
+
+pub(crate) fn argv_exact(s: &mut Scene<'_>) -> Verdict {
+    let pid = live_box(s, "b-7")?;
+    let census = s.census()?;
+    let p = census
+        .get(pid)
+        .ok_or_else(|| NotStaged(format!("recorded pid {pid} is not in the census")))?;
+    let problems = if p.cmdline.iter().any(|a| a == "b-7") {
+        vec![]
+    } else {
+        vec![format!(
+            "the recorded process {pid} has argv {:?}: b-7 is not an exact element",
+            p.cmdline
+        )]
+    };
+    judge(
+        "the box id is an exact argv element of the box's process",
+        problems,
+        s,
+    )
+}

@@ -1,0 +1,362 @@
+//! The case catalog of DESIGN.md, one module per area. Each case sets its
+//! scene in a fresh world through [`Scene`], drives the runtime only through
+//! the adapter, and judges by evidence (census, the impostor's signal log,
+//! file contents), never by the runtime's exit code alone.
+
+use crate::adapter::{Operation as Op, RuntimeCapability as Cap, Status};
+use crate::catalog::{Case, Level, MachineNeed as M, NotStaged, Outcome, Verdict};
+use crate::scene::{Impostor, ImpostorKind, Run, Scene};
+
+mod files;
+mod identity;
+mod ids;
+mod later;
+mod recovery;
+mod secrets;
+mod sentinels;
+mod stop;
+mod zombies;
+
+/// Every case, in report order.
+pub static ALL: &[Case] = &[
+    Case {
+        id: "identity::recycled_pid_not_alive",
+        level: Level::Must,
+        scene: "box process killed, impostor placed at its PID (different tick)",
+        holds: "state reports stopped; impostor untouched",
+        machine: &[M::World, M::PidPlacement],
+        ops: &[Op::Run, Op::State],
+        caps: &[],
+        run: identity::recycled_pid_not_alive,
+    },
+    Case {
+        id: "identity::same_tick_impostor",
+        level: Level::Should,
+        scene: "impostor at the PID with the victim's start time (record rewrite)",
+        holds: "state reports stopped; kill and delete --force leave the impostor alive and unsignalled",
+        machine: &[M::World, M::PidPlacement],
+        ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
+        caps: &[],
+        run: identity::same_tick_impostor,
+    },
+    Case {
+        id: "identity::same_exe_impostor",
+        level: Level::Must,
+        scene: "impostor running the runtime's own shim executable with the box's argv",
+        holds: "state reports stopped; kill leaves the impostor alive and unsignalled",
+        machine: &[M::World, M::PidPlacement],
+        ops: &[Op::Run, Op::State, Op::Kill],
+        caps: &[],
+        run: identity::same_exe_impostor,
+    },
+    Case {
+        id: "stop::never_signals_foreign",
+        level: Level::Must,
+        scene: "impostor at the recorded PID",
+        holds: "kill TERM, kill KILL and delete --force deliver no signal to the impostor",
+        machine: &[M::World, M::PidPlacement],
+        ops: &[Op::Run, Op::Kill, Op::DeleteForce],
+        caps: &[],
+        run: stop::never_signals_foreign,
+    },
+    Case {
+        id: "stop::never_spawns",
+        level: Level::Must,
+        scene: "boxes in created and stopped state",
+        holds: "kill starts no process that outlives it",
+        machine: &[M::World],
+        ops: &[Op::Create, Op::Run, Op::State, Op::Kill],
+        caps: &[],
+        run: stop::never_spawns,
+    },
+    Case {
+        id: "stop::signal_targets_sane",
+        level: Level::Must,
+        scene: "garbage pids (0, -1, 1, huge) written into the identity record",
+        holds: "kill signals nothing (every process of the world survives) and fails or says not running",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::Kill],
+        caps: &[],
+        run: stop::signal_targets_sane,
+    },
+    Case {
+        id: "recovery::adopts_live_box",
+        level: Level::Must,
+        scene: "two live boxes, fresh runtime invocations",
+        holds: "still running after state/list/recover; no second shim; nothing orphaned",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::State, Op::List, Op::Recover],
+        caps: &[],
+        run: recovery::adopts_live_box,
+    },
+    Case {
+        id: "recovery::unverifiable_not_orphaned",
+        level: Level::Must,
+        scene: "live box whose identity record is rewritten to the legacy format",
+        holds: "recover keeps the box (not deleted, not running-trusted) and does not signal its process",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::State, Op::Recover],
+        caps: &[],
+        run: recovery::unverifiable_not_orphaned,
+    },
+    Case {
+        id: "recovery::legacy_record_read",
+        level: Level::Must,
+        scene: "legacy record naming an impostor at the box's old PID",
+        holds: "state understands it (answers, not running); kill does not signal the impostor",
+        machine: &[M::World, M::PidPlacement],
+        ops: &[Op::Run, Op::State, Op::Kill],
+        caps: &[],
+        run: recovery::legacy_record_read,
+    },
+    Case {
+        id: "recovery::crash_evidence_kept",
+        level: Level::Must,
+        scene: "payload exits 7, then the box is started again and exits 9",
+        holds: "state reports stopped; the first exit is kept as the previous exit",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::Start, Op::State],
+        caps: &[],
+        run: recovery::crash_evidence_kept,
+    },
+    Case {
+        id: "recovery::reboot_detected",
+        level: Level::Must,
+        scene: "live box whose identity record names another boot_id",
+        holds: "state treats it as not running; state, kill and recover never signal the PID",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::State, Op::Kill, Op::Recover],
+        caps: &[],
+        run: recovery::reboot_detected,
+    },
+    Case {
+        id: "ids::prefix_collision",
+        level: Level::Must,
+        scene: "boxes box-1 and box-10 both live",
+        holds: "kill/delete box-1, and kill box-1 again after its death, leave box-10 untouched",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
+        caps: &[],
+        run: ids::prefix_collision,
+    },
+    Case {
+        id: "ids::argv_exact",
+        level: Level::Must,
+        scene: "a live box; its recorded process's argv read from /proc",
+        holds: "the box id is an exact argv element",
+        machine: &[M::World],
+        ops: &[Op::Run],
+        caps: &[],
+        run: ids::argv_exact,
+    },
+    Case {
+        id: "files::oversized_record",
+        level: Level::Must,
+        scene: "sparse 2 GiB state record planted",
+        holds: "state/list/recover answer (no hang, no OOM); healthy box listed; the file left in place",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::State, Op::List, Op::Recover],
+        caps: &[],
+        run: files::oversized_record,
+    },
+    Case {
+        id: "files::fifo_record",
+        level: Level::Must,
+        scene: "FIFO with no writer planted as a state record",
+        holds: "state/list/recover answer instead of hanging; the FIFO left in place",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::State, Op::List, Op::Recover],
+        caps: &[],
+        run: files::fifo_record,
+    },
+    Case {
+        id: "files::symlink_record",
+        level: Level::Must,
+        scene: "state and identity records symlinked to copies of a live box's records outside the root",
+        holds: "not followed: the box is not running, the live box is not signalled, outside files unchanged",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::State, Op::List, Op::Recover, Op::DeleteForce],
+        caps: &[],
+        run: files::symlink_record,
+    },
+    Case {
+        id: "files::garbage_record",
+        level: Level::Must,
+        scene: "random bytes, empty file, truncated record",
+        holds: "a typed error naming the file; no panic; never running",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::State],
+        caps: &[],
+        run: files::garbage_record,
+    },
+    Case {
+        id: "files::bad_record_isolated",
+        level: Level::Must,
+        scene: "two healthy boxes plus one box dir holding each plant kind in turn",
+        holds: "every healthy box still listed and recovered; the bad one named",
+        machine: &[M::World],
+        ops: &[Op::Run, Op::List, Op::Recover],
+        caps: &[],
+        run: files::bad_record_isolated,
+    },
+    Case {
+        id: "files::private_dirs",
+        level: Level::Must,
+        scene: "runtime creates its dirs; a root inside a world-writable parent",
+        holds: "box dirs 0700, files 0600 (no group/other bits); the world-writable parent refused",
+        machine: &[M::World],
+        ops: &[Op::Run],
+        caps: &[],
+        run: files::private_dirs,
+    },
+    Case {
+        id: "sentinels::stale_log_cleanup",
+        level: Level::Must,
+        scene: "log sentinels: dead owner, recycled pid, live owner, oversized",
+        holds: "dead/recycled removed with a reason; live kept; oversized left alone",
+        machine: &[M::World, M::PidPlacement],
+        ops: &[Op::Run, Op::Cleanup],
+        caps: &[Cap::LogSentinels],
+        run: sentinels::stale_log_cleanup,
+    },
+    Case {
+        id: "zombies::none_after_failures",
+        level: Level::Must,
+        scene: "8 box creations whose payload cannot start, 8 whose payload exits at once",
+        holds: "no zombie left in the world",
+        machine: &[M::World],
+        ops: &[Op::Run],
+        caps: &[],
+        run: zombies::none_after_failures,
+    },
+    Case {
+        id: "zombies::reaper_scoped",
+        level: Level::Must,
+        scene: "an embedder waits on its own child while the runtime's reaper runs",
+        holds: "the embedder gets the real exit code",
+        machine: &[M::World],
+        ops: &[],
+        caps: &[Cap::Daemon],
+        run: later::not_in_this_suite,
+    },
+    Case {
+        id: "crash::helper_killed",
+        level: Level::Must,
+        scene: "privileged helper SIGKILLed with boxes running",
+        holds: "boxes killed or re-adopted, none orphaned",
+        machine: &[M::World],
+        ops: &[],
+        caps: &[Cap::Helper],
+        run: later::not_in_this_suite,
+    },
+    Case {
+        id: "helper::signal_allowlist",
+        level: Level::Must,
+        scene: "request STOP, CONT, RT signals, numeric, 0 from the helper",
+        holds: "refused with an error",
+        machine: &[M::World],
+        ops: &[],
+        caps: &[Cap::Helper],
+        run: later::not_in_this_suite,
+    },
+    Case {
+        id: "helper::cgroup_authorization",
+        level: Level::Must,
+        scene: "ask the helper to signal a PID outside the box's cgroup",
+        holds: "refused",
+        machine: &[M::World],
+        ops: &[],
+        caps: &[Cap::Helper],
+        run: later::not_in_this_suite,
+    },
+    Case {
+        id: "secrets::not_in_proc",
+        level: Level::Must,
+        scene: "box created with a secret",
+        holds: "the secret appears in no process's cmdline or environ",
+        machine: &[M::World],
+        ops: &[Op::RunSecret],
+        caps: &[Cap::SecretsStdin],
+        run: secrets::not_in_proc,
+    },
+];
+
+/// The payload of a long-lived box.
+pub(crate) const SLEEPER: &[&str] = &["/bin/sleep", "1000"];
+
+/// Starts a box that keeps running and returns its recorded pid.
+pub(crate) fn live_box(s: &mut Scene<'_>, id: &str) -> Result<i32, NotStaged> {
+    s.must_run_box(id, SLEEPER)?;
+    s.recorded_pid(id)
+}
+
+/// `Some(problem)` when the impostor was signalled or is gone.
+pub(crate) fn impostor_problem(
+    s: &mut Scene<'_>,
+    imp: &Impostor,
+) -> Result<Option<String>, NotStaged> {
+    let r = s.impostor_report(imp)?;
+    Ok(if !r.signals.is_empty() {
+        Some(format!(
+            "impostor at pid {} received signal(s) {:?}",
+            imp.pid, r.signals
+        ))
+    } else if !r.alive {
+        Some(format!("impostor at pid {} is gone", imp.pid))
+    } else {
+        None
+    })
+}
+
+/// `Some(problem)` unless `state` succeeded and said `want`.
+pub(crate) fn state_problem(
+    s: &mut Scene<'_>,
+    id: &str,
+    allowed: &[Status],
+) -> Result<Option<String>, NotStaged> {
+    let (run, st) = s.state(id)?;
+    Ok(match st {
+        Some(st) if st.status.is_some_and(|x| allowed.contains(&x)) => None,
+        Some(st) => Some(format!(
+            "state {id} said {:?} (allowed: {})",
+            st.word,
+            allowed
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => Some(format!(
+            "state {id} gave no parseable answer: {}",
+            run.summary()
+        )),
+    })
+}
+
+/// Builds the outcome from a list of problems.
+pub(crate) fn judge(expected: &str, problems: Vec<String>, s: &mut Scene<'_>) -> Verdict {
+    if problems.is_empty() {
+        return Ok(Outcome::Pass);
+    }
+    let observed = problems.join("; ");
+    let mut evidence = s.transcript();
+    if let Ok(c) = s.census() {
+        evidence.extend(c.lines());
+    }
+    Ok(Outcome::fail(expected, observed, evidence))
+}
+
+/// Places an impostor of `kind` at `pid` after killing whatever holds it.
+pub(crate) fn replace_with_impostor(
+    s: &mut Scene<'_>,
+    pid: i32,
+    kind: ImpostorKind,
+) -> Result<Impostor, NotStaged> {
+    s.kill_process(pid)?;
+    s.impostor_at(pid, kind)
+}
+
+/// Whether a command was killed at its deadline.
+pub(crate) fn hung(run: &Run) -> bool {
+    run.timed_out
+}

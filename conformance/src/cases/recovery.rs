@@ -1,0 +1,170 @@
+//! recovery::*: a fresh runtime invocation must classify what it finds on
+//! disk without orphaning, duplicating or wrongly trusting anything.
+
+use super::{impostor_problem, judge, live_box, replace_with_impostor, state_problem};
+use crate::adapter::{Operation, Status};
+use crate::catalog::{NotStaged, Verdict};
+use crate::scene::{FileKind, ImpostorKind, Scene};
+
+pub(crate) fn adopts_live_box(s: &mut Scene<'_>) -> Verdict {
+    let a = live_box(s, "alpha")?;
+    let b = live_box(s, "beta")?;
+    let before = s.census()?;
+    let mut problems = Vec::new();
+    for id in ["alpha", "beta"] {
+        problems.extend(state_problem(s, id, &[Status::Running])?);
+    }
+    let list = s.op(Operation::List, None, &[])?;
+    for id in ["alpha", "beta"] {
+        if !list.stdout.contains(id) {
+            problems.push(format!("list does not name {id}: {}", list.summary()));
+        }
+    }
+    s.op(Operation::Recover, None, &[])?;
+    for id in ["alpha", "beta"] {
+        problems.extend(state_problem(s, id, &[Status::Running])?);
+    }
+    let after = s.census()?;
+    for (id, pid) in [("alpha", a), ("beta", b)] {
+        if after.get(pid).is_none() {
+            problems.push(format!("{id}'s process {pid} is gone after recovery"));
+        }
+        let carriers = |c: &crate::scene::Census| {
+            c.procs
+                .iter()
+                .filter(|p| p.cmdline.iter().any(|x| x == id) && p.state != 'Z')
+                .count()
+        };
+        if carriers(&after) > carriers(&before) {
+            problems.push(format!(
+                "a second process carrying {id} appeared ({} before, {} after)",
+                carriers(&before),
+                carriers(&after)
+            ));
+        }
+    }
+    if after.orphans.len() > before.orphans.len() {
+        problems.push(format!(
+            "init reaped orphans during recovery: {}",
+            after.orphans[before.orphans.len()..]
+                .iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    judge(
+        "live boxes are adopted as they are: still running, no second shim, nothing orphaned",
+        problems,
+        s,
+    )
+}
+
+pub(crate) fn unverifiable_not_orphaned(s: &mut Scene<'_>) -> Verdict {
+    let pid = live_box(s, "legacy")?;
+    s.write_legacy_identity("legacy", pid)?;
+    let rec = s.op(Operation::Recover, None, &[])?;
+    let mut problems = Vec::new();
+    let dir = s
+        .path(FileKind::BoxDir, "legacy")
+        .ok_or_else(|| NotStaged("adapter declares no files.box_dir".into()))?;
+    if !s.exists(&dir) {
+        problems.push(format!("recover deleted {dir}: {}", rec.summary()));
+    }
+    if s.census()?.get(pid).is_none() {
+        problems.push(format!(
+            "the box's process {pid} is gone after recover: {}",
+            rec.summary()
+        ));
+    }
+    problems.extend(state_problem(s, "legacy", &[Status::Unknown])?);
+    judge(
+        "an unverifiable box is kept as unknown, not deleted, not signalled",
+        problems,
+        s,
+    )
+}
+
+pub(crate) fn legacy_record_read(s: &mut Scene<'_>) -> Verdict {
+    let pid = live_box(s, "old")?;
+    let imp = replace_with_impostor(s, pid, ImpostorKind::Unrelated)?;
+    s.write_legacy_identity("old", imp.pid)?;
+    let mut problems = Vec::new();
+    problems.extend(state_problem(
+        s,
+        "old",
+        &[Status::Unknown, Status::Stopped],
+    )?);
+    s.kill("old", "KILL")?;
+    problems.extend(impostor_problem(s, &imp)?);
+    judge(
+        "a legacy record is read (state answers) but not trusted: not running, never signalled",
+        problems,
+        s,
+    )
+}
+
+pub(crate) fn crash_evidence_kept(s: &mut Scene<'_>) -> Verdict {
+    let exit = s
+        .path(FileKind::Exit, "crashy")
+        .ok_or_else(|| NotStaged("adapter declares no files.exit".into()))?;
+    let previous = s
+        .path(FileKind::ExitPrevious, "crashy")
+        .ok_or_else(|| NotStaged("adapter declares no files.exit_previous".into()))?;
+    s.must_run_box("crashy", &["/bin/sh", "-c", "exit 7"])?;
+    s.wait_status("crashy", &[Status::Stopped])?;
+    let mut problems = Vec::new();
+    let first = s.read(&exit).ok();
+    match &first {
+        Some(b) if String::from_utf8_lossy(b).contains('7') => {}
+        Some(b) => problems.push(format!(
+            "{exit} does not record status 7: {:?}",
+            String::from_utf8_lossy(b)
+        )),
+        None => problems.push(format!(
+            "no exit record at {exit} after the payload exited 7"
+        )),
+    }
+    let restart = s.op(Operation::Start, Some("crashy"), &[])?;
+    if !restart.success() {
+        return Err(NotStaged(format!(
+            "the runtime does not restart a stopped box: {}",
+            restart.summary()
+        )));
+    }
+    s.wait_status("crashy", &[Status::Stopped])?;
+    match (s.read(&previous).ok(), &first) {
+        (Some(p), Some(f)) if p == *f => {}
+        (Some(p), _) => problems.push(format!(
+            "{previous} does not hold the first exit: {:?}",
+            String::from_utf8_lossy(&p)
+        )),
+        (None, _) => problems.push(format!("no previous exit at {previous} after a restart")),
+    }
+    judge(
+        "exit status reported, and the previous exit kept when the box runs again",
+        problems,
+        s,
+    )
+}
+
+pub(crate) fn reboot_detected(s: &mut Scene<'_>) -> Verdict {
+    let pid = live_box(s, "preboot")?;
+    s.rewrite_identity("preboot", |rec| {
+        rec.boot_id("00000000-dead-beef-0000-000000000000")
+    })?;
+    let mut problems = Vec::new();
+    problems.extend(state_problem(s, "preboot", &[Status::Stopped])?);
+    s.kill("preboot", "KILL")?;
+    s.op(Operation::Recover, None, &[])?;
+    if s.census()?.get(pid).is_none() {
+        problems.push(format!(
+            "process {pid}, named by a record from another boot, was killed"
+        ));
+    }
+    judge(
+        "a record from another boot is treated as dead without touching the PID",
+        problems,
+        s,
+    )
+}

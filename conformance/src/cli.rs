@@ -1,0 +1,256 @@
+//! The `doppel` command line. `doppel run|list|doctor|compare` are the user
+//! commands; any other invocation is read as libtest arguments (`--list
+//! --format terse`, `--exact NAME`, `--ignored`, filters), so nextest can
+//! drive `doppel` and the `suite` test target alike.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::adapter::Adapter;
+use crate::report::{self, Format, Report};
+use crate::runner::{self, Subject};
+
+/// Environment variable: an adapter file for the libtest front end (default: refbox).
+pub const ADAPTER_ENV: &str = "DOPPEL_ADAPTER";
+
+/// doppel: conformance suite for runtimes that supervise long-lived processes.
+///
+/// Each case runs in its own world (fresh PID + mount namespaces) where the
+/// harness stages PID reuse, impostors, planted files and zombies, then asks
+/// the runtime through its adapter and judges by evidence.
+#[derive(Debug, Parser)]
+#[command(name = "doppel", version, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which runtime to test.
+#[derive(Debug, clap::Args)]
+pub struct SubjectArgs {
+    /// Adapter file (TOML). Default: refbox built from this workspace.
+    #[arg(long, value_name = "FILE")]
+    pub adapter: Option<PathBuf>,
+    /// Directory substituted for `{bindir}` in the adapter. Default: where
+    /// refbox's binaries are (next to `doppel`, or $DOPPEL_REFBOX_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub bindir: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the catalog (or the cases matching FILTERs) and report.
+    Run {
+        /// Which runtime.
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Write the report here instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Cases run at once (each in its own world).
+        #[arg(long, short, default_value_t = 4)]
+        jobs: usize,
+        /// Match FILTERs exactly instead of by substring.
+        #[arg(long)]
+        exact: bool,
+        /// Skip cases whose id contains this.
+        #[arg(long, value_name = "SUBSTRING")]
+        skip: Vec<String>,
+        /// Case id filters (substring of `area::case`).
+        filters: Vec<String>,
+    },
+    /// List the catalog and whether each case can run here.
+    List {
+        /// Which runtime.
+        #[command(flatten)]
+        subject: SubjectArgs,
+    },
+    /// Check this machine's capabilities and the adapter.
+    Doctor {
+        /// Which runtime.
+        #[command(flatten)]
+        subject: SubjectArgs,
+    },
+    /// Compare JSON reports: a Markdown table, one column per runtime.
+    Compare {
+        /// Reports written by `doppel run --format json`.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+    },
+}
+
+const SUBCOMMANDS: [&str; 8] = [
+    "run",
+    "list",
+    "doctor",
+    "compare",
+    "help",
+    "--help",
+    "-h",
+    "--version",
+];
+
+fn subject(args: &SubjectArgs) -> Result<Subject, String> {
+    match &args.adapter {
+        None => {
+            let mut s = Subject::default_refbox();
+            if let Some(b) = &args.bindir {
+                s.bindir = Ok(b.clone());
+            }
+            Ok(s)
+        }
+        Some(path) => {
+            let a = Adapter::load(path).map_err(|e| e.to_string())?;
+            Ok(Subject::from_adapter(a, args.bindir.clone()))
+        }
+    }
+}
+
+fn write_out(output: Option<&PathBuf>, text: &str) -> Result<(), String> {
+    match output {
+        Some(p) => {
+            std::fs::write(p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .map_err(|e| format!("cannot write the report: {e}"))
+        }
+    }
+}
+
+/// Hidden modes a world may re-exec this binary in (impostor, world init).
+/// Returns only when this process is an ordinary invocation.
+fn dispatch_hidden_modes() {
+    crate::world::dispatch_hidden_modes();
+}
+
+/// `doppel`'s main.
+pub fn main() -> ExitCode {
+    dispatch_hidden_modes();
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1) {
+        None => {
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            ExitCode::from(2)
+        }
+        Some(a) if SUBCOMMANDS.contains(&a.as_str()) || a == "-V" => run_cli(Cli::parse()),
+        Some(_) => libtest(),
+    }
+}
+
+/// The `suite` test target's main: libtest mode only.
+pub fn suite_main() -> ExitCode {
+    dispatch_hidden_modes();
+    libtest()
+}
+
+fn libtest() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let subject = match std::env::var_os(ADAPTER_ENV) {
+        None => Subject::default_refbox(),
+        Some(p) => match Adapter::load(p.as_ref()) {
+            Ok(a) => Subject::from_adapter(a, None),
+            Err(e) => {
+                eprintln!("doppel: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    runner::libtest_main(args, subject).exit_code()
+}
+
+fn run_cli(cli: Cli) -> ExitCode {
+    match execute(cli) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("doppel: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Run {
+            subject: sa,
+            format,
+            output,
+            jobs,
+            exact,
+            skip,
+            filters,
+        } => {
+            let subject = subject(&sa)?;
+            if subject.needs_bindir() {
+                if let Err(e) = &subject.bindir {
+                    return Err(e.clone());
+                }
+            }
+            let cases = runner::select(&filters, exact, &skip);
+            if cases.is_empty() {
+                return Err(format!("no case matches {filters:?}"));
+            }
+            let report = runner::run_all(&cases, &subject, jobs);
+            write_out(output.as_ref(), &report::render(&report, format))?;
+            if output.is_some() || format != Format::Human {
+                eprintln!(
+                    "doppel: {} passed, {} failed ({} MUST), {} not applicable, {} not staged",
+                    report.summary.pass,
+                    report.summary.fail,
+                    report.summary.must_fail,
+                    report.summary.not_applicable,
+                    report.summary.not_staged
+                );
+            }
+            Ok(if report.failed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::List { subject: sa } => {
+            let subject = subject(&sa)?;
+            write_out(None, &(runner::list_lines(&subject).join("\n") + "\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { subject: sa } => {
+            let subject = subject(&sa)?;
+            let (text, ok) = runner::doctor(&subject);
+            write_out(None, &text)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Compare { reports } => {
+            let mut parsed: Vec<Report> = Vec::new();
+            for p in &reports {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                let r: Report = serde_json::from_str(&text)
+                    .map_err(|e| format!("{}: not a doppel JSON report: {e}", p.display()))?;
+                if r.schema != report::REPORT_SCHEMA {
+                    return Err(format!(
+                        "{}: schema {:?}, this doppel reads {:?}",
+                        p.display(),
+                        r.schema,
+                        report::REPORT_SCHEMA
+                    ));
+                }
+                parsed.push(r);
+            }
+            write_out(None, &report::compare(&parsed))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! A case's stage: one world, the runtime driven through its adapter inside
+//! it, and the tools cases use (impostors, plants, census, record
+//! rewrites). Everything a case does goes through a [`Scene`]; the world
+//! ends when the scene is dropped.
+
+use std::fmt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::adapter::{Adapter, ObservedState, Operation, Status, Vars, record_get, record_set};
+use crate::catalog::{Case, NotStaged};
+use crate::runner::Subject;
+use crate::world::World;
+
+pub use crate::world::{Census, Impostor, ImpostorKind, ImpostorReport, Machine, Plant, Proc};
+
+/// How long one runtime command may take before it is killed and reported as hung.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a box may take to reach a status the case waits for.
+pub const STATUS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Which adapter file template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `files.box_dir`.
+    BoxDir,
+    /// `files.state`.
+    State,
+    /// `identity.file`.
+    Identity,
+    /// `files.exit`.
+    Exit,
+    /// `files.exit_previous`.
+    ExitPrevious,
+    /// `files.sentinel`.
+    Sentinel,
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::BoxDir => "box_dir",
+            FileKind::State => "state",
+            FileKind::Identity => "identity",
+            FileKind::Exit => "exit",
+            FileKind::ExitPrevious => "exit_previous",
+            FileKind::Sentinel => "sentinel",
+        })
+    }
+}
+
+/// One runtime command, as run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The argv.
+    pub argv: Vec<String>,
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal, when killed.
+    pub signal: Option<i32>,
+    /// stdout, lossy UTF-8.
+    pub stdout: String,
+    /// stderr, lossy UTF-8.
+    pub stderr: String,
+    /// Killed at [`COMMAND_DEADLINE`].
+    pub timed_out: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Exited 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// A Rust panic (exit 101 or "panicked at" on stderr) or a fatal signal other than our deadline kill.
+    pub fn panicked(&self) -> bool {
+        self.code == Some(101)
+            || self.stderr.contains("panicked at")
+            || (self.signal.is_some() && !self.timed_out)
+    }
+
+    /// One line for evidence.
+    pub fn summary(&self) -> String {
+        let end = match (self.code, self.signal, self.timed_out) {
+            (_, _, true) => format!("killed after {} ms deadline", COMMAND_DEADLINE.as_millis()),
+            (Some(c), _, _) => format!("exit {c}"),
+            (_, Some(s), _) => format!("killed by signal {s}"),
+            _ => "?".into(),
+        };
+        let clip = |s: &str| {
+            let s = s.trim();
+            if s.len() > 300 {
+                let mut cut = 300;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                format!("{}…", &s[..cut])
+            } else {
+                s.to_string()
+            }
+        };
+        format!(
+            "`{}` → {end}; stdout {:?}; stderr {:?}",
+            self.argv.join(" "),
+            clip(&self.stdout),
+            clip(&self.stderr)
+        )
+    }
+}
+
+/// An identity record being rewritten.
+#[derive(Debug)]
+pub struct RecordEdit<'a> {
+    text: String,
+    rec: &'a crate::adapter::IdentityRecord,
+    missing: Option<String>,
+}
+
+impl RecordEdit<'_> {
+    fn set(&mut self, key: &str, loc: Option<&crate::adapter::Locator>, value: &str) {
+        match loc.and_then(|l| record_set(self.rec.format, &self.text, l, value)) {
+            Some(t) => self.text = t,
+            None => self.missing = Some(format!("cannot set identity.{key} in the record")),
+        }
+    }
+
+    /// Sets the pid.
+    pub fn pid(&mut self, pid: &str) {
+        let loc = self.rec.pid.clone();
+        self.set("pid", Some(&loc), pid);
+    }
+
+    /// Sets the start time.
+    pub fn start_time(&mut self, ticks: u64) {
+        let loc = self.rec.start_time.clone();
+        self.set("start_time", loc.as_ref(), &ticks.to_string());
+    }
+
+    /// Sets the boot id.
+    pub fn boot_id(&mut self, id: &str) {
+        let loc = self.rec.boot_id.clone();
+        self.set("boot_id", loc.as_ref(), id);
+    }
+}
+
+/// One case's stage.
+#[derive(Debug)]
+pub struct Scene<'a> {
+    adapter: &'a Adapter,
+    bindir: Option<String>,
+    root: String,
+    world: World,
+    transcript: Vec<String>,
+    secret: Option<String>,
+    impostors: usize,
+    /// How the scene was staged, when the report should say (e.g. record rewrite).
+    pub staging: Option<String>,
+}
+
+impl<'a> Scene<'a> {
+    /// Opens a fresh world for `case`.
+    pub fn open(_case: &Case, subject: &'a Subject) -> Result<Scene<'a>, NotStaged> {
+        let world = World::open()?;
+        let root = format!("{}/root", world.dir().trim_end_matches('/'));
+        Ok(Scene {
+            adapter: &subject.adapter,
+            bindir: subject
+                .bindir
+                .as_ref()
+                .ok()
+                .map(|p| p.display().to_string()),
+            root,
+            world,
+            transcript: Vec::new(),
+            secret: None,
+            impostors: 0,
+            staging: None,
+        })
+    }
+
+    /// The runtime's state root (world path).
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The commands run so far, with their outcomes, for evidence.
+    pub fn transcript(&self) -> Vec<String> {
+        self.transcript.clone()
+    }
+
+    fn exec(&mut self, argv: Vec<String>, stdin: &[u8]) -> Result<Run, NotStaged> {
+        let start = Instant::now();
+        let e = self.world.exec(&argv, stdin, COMMAND_DEADLINE)?;
+        let run = Run {
+            argv,
+            code: e.code,
+            signal: e.signal,
+            stdout: String::from_utf8_lossy(&e.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&e.stderr).into_owned(),
+            timed_out: e.timed_out,
+            elapsed: start.elapsed(),
+        };
+        self.transcript.push(format!("ran {}", run.summary()));
+        Ok(run)
+    }
+
+    fn expand(
+        &self,
+        op: Operation,
+        root: &str,
+        id: Option<&str>,
+        payload: &[&str],
+        signal: Option<&str>,
+        secret_file: Option<&str>,
+    ) -> Result<Vec<String>, NotStaged> {
+        let t = self
+            .adapter
+            .command(op)
+            .ok_or_else(|| NotStaged(format!("adapter declares no commands.{op}")))?;
+        let payload: Vec<String> = payload.iter().map(|s| s.to_string()).collect();
+        let vars = Vars {
+            root: Some(root),
+            id,
+            bundle: None,
+            signal,
+            secret_file,
+            bindir: self.bindir.as_deref(),
+            payload: Some(&payload),
+        };
+        t.expand(&vars).map_err(NotStaged::from)
+    }
+
+    /// Runs one adapter operation. `payload` is used by create/run.
+    pub fn op(
+        &mut self,
+        op: Operation,
+        id: Option<&str>,
+        payload: &[&str],
+    ) -> Result<Run, NotStaged> {
+        let root = self.root.clone();
+        let argv = self.expand(op, &root, id, payload, None, None)?;
+        self.exec(argv, &[])
+    }
+
+    /// `kill ID SIGNAL`.
+    pub fn kill(&mut self, id: &str, signal: &str) -> Result<Run, NotStaged> {
+        let root = self.root.clone();
+        let argv = self.expand(Operation::Kill, &root, Some(id), &[], Some(signal), None)?;
+        self.exec(argv, &[])
+    }
+
+    /// `delete ID` or `delete --force ID`.
+    pub fn delete(&mut self, id: &str, force: bool) -> Result<Run, NotStaged> {
+        let op = if force {
+            Operation::DeleteForce
+        } else {
+            Operation::Delete
+        };
+        self.op(op, Some(id), &[])
+    }
+
+    /// Creates and starts a box: `run` if declared, else `create` + `start`.
+    pub fn run_box(&mut self, id: &str, payload: &[&str]) -> Result<Run, NotStaged> {
+        let root = self.root.clone();
+        self.run_box_in_root(&root, id, payload)
+    }
+
+    /// Like [`Scene::run_box`] with another state root.
+    pub fn run_box_in_root(
+        &mut self,
+        root: &str,
+        id: &str,
+        payload: &[&str],
+    ) -> Result<Run, NotStaged> {
+        if self.adapter.has(Operation::Run) {
+            let argv = self.expand(Operation::Run, root, Some(id), payload, None, None)?;
+            return self.exec(argv, &[]);
+        }
+        let argv = self.expand(Operation::Create, root, Some(id), payload, None, None)?;
+        let c = self.exec(argv, &[])?;
+        if !c.success() {
+            return Ok(c);
+        }
+        let argv = self.expand(Operation::Start, root, Some(id), &[], None, None)?;
+        self.exec(argv, &[])
+    }
+
+    /// [`Scene::run_box`] that must succeed (else the scene is not staged).
+    pub fn must_run_box(&mut self, id: &str, payload: &[&str]) -> Result<(), NotStaged> {
+        let r = self.run_box(id, payload)?;
+        if r.success() {
+            Ok(())
+        } else {
+            Err(NotStaged(format!(
+                "the runtime could not run box {id}: {}",
+                r.summary()
+            )))
+        }
+    }
+
+    /// `run_secret` with `secret` in a file of the world. The census then
+    /// marks processes whose cmdline or environ hold it.
+    pub fn run_secret(
+        &mut self,
+        id: &str,
+        secret: &[u8],
+        payload: &[&str],
+    ) -> Result<Run, NotStaged> {
+        let file = self.outside_path("secret");
+        self.write(&file, secret)?;
+        self.secret = Some(String::from_utf8_lossy(secret).into_owned());
+        let root = self.root.clone();
+        let argv = self.expand(
+            Operation::RunSecret,
+            &root,
+            Some(id),
+            payload,
+            None,
+            Some(&file),
+        )?;
+        self.exec(argv, &[])
+    }
+
+    /// `state ID`, parsed when it can be.
+    pub fn state(&mut self, id: &str) -> Result<(Run, Option<ObservedState>), NotStaged> {
+        let run = self.op(Operation::State, Some(id), &[])?;
+        let parsed = if run.success() {
+            self.adapter
+                .state
+                .as_ref()
+                .and_then(|p| p.parse(run.stdout.as_bytes()).ok())
+        } else {
+            None
+        };
+        Ok((run, parsed))
+    }
+
+    /// Polls `state` until it says one of `want` (deadline [`STATUS_DEADLINE`]).
+    pub fn wait_status(&mut self, id: &str, want: &[Status]) -> Result<(), NotStaged> {
+        let deadline = Instant::now() + STATUS_DEADLINE;
+        loop {
+            let (run, st) = self.state(id)?;
+            if st
+                .as_ref()
+                .and_then(|s| s.status)
+                .is_some_and(|s| want.contains(&s))
+            {
+                // Drop the polling noise from the transcript, keep the last answer.
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(NotStaged(format!(
+                    "box {id} did not reach {want:?} within {} s: {}",
+                    STATUS_DEADLINE.as_secs(),
+                    run.summary()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The world path of an adapter file template for `id`.
+    pub fn path(&self, kind: FileKind, id: &str) -> Option<String> {
+        let f = &self.adapter.files;
+        let t = match kind {
+            FileKind::BoxDir => f.box_dir.as_ref(),
+            FileKind::State => f.state.as_ref(),
+            FileKind::Identity => self.adapter.identity.as_ref().map(|i| &i.file),
+            FileKind::Exit => f.exit.as_ref(),
+            FileKind::ExitPrevious => f.exit_previous.as_ref(),
+            FileKind::Sentinel => f.sentinel.as_ref(),
+        }?;
+        crate::adapter::expand_str(
+            t,
+            &Vars {
+                root: Some(&self.root),
+                id: Some(id),
+                ..Vars::default()
+            },
+        )
+        .ok()
+    }
+
+    /// A world path outside the runtime's root, private to this scene.
+    pub fn outside_path(&self, name: &str) -> String {
+        format!("{}/outside-{name}", self.world.dir().trim_end_matches('/'))
+    }
+
+    /// A root inside a world-writable parent.
+    pub fn loose_root(&mut self) -> Result<String, NotStaged> {
+        let parent = self.outside_path("loose");
+        let host = self.world.host_path(&parent);
+        std::fs::create_dir_all(&host).map_err(|e| io(&host, e))?;
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| io(&host, e))?;
+        Ok(format!("{parent}/root"))
+    }
+
+    fn host(&self, path: &str) -> PathBuf {
+        self.world.host_path(path)
+    }
+
+    /// Reads a world file.
+    pub fn read(&self, path: &str) -> Result<Vec<u8>, NotStaged> {
+        let h = self.host(path);
+        std::fs::read(&h).map_err(|e| io(&h, e))
+    }
+
+    /// Writes a world file (replacing it).
+    pub fn write(&self, path: &str, bytes: &[u8]) -> Result<(), NotStaged> {
+        let h = self.host(path);
+        std::fs::write(&h, bytes).map_err(|e| io(&h, e))
+    }
+
+    /// Whether a world path exists (without following a final symlink).
+    pub fn exists(&self, path: &str) -> bool {
+        std::fs::symlink_metadata(self.host(path)).is_ok()
+    }
+
+    /// Identity of a file's state for "left in place, unchanged" checks:
+    /// type, size, inode, mtime, and a hash of small regular files.
+    pub fn fingerprint(&self, path: &str) -> Result<String, NotStaged> {
+        let h = self.host(path);
+        let m = match std::fs::symlink_metadata(&h) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("absent".into()),
+            Err(e) => return Err(io(&h, e)),
+        };
+        let mut fp = format!(
+            "type {:?} size {} ino {} mtime {}.{}",
+            m.file_type(),
+            m.size(),
+            m.ino(),
+            m.mtime(),
+            m.mtime_nsec()
+        );
+        if m.is_file() && m.size() <= 1 << 20 {
+            let bytes = std::fs::read(&h).map_err(|e| io(&h, e))?;
+            fp.push_str(&format!(" fnv {:x}", fnv(&bytes)));
+        }
+        Ok(fp)
+    }
+
+    /// Plants a file at a world path, replacing what is there.
+    pub fn plant(&mut self, path: &str, plant: Plant) -> Result<(), NotStaged> {
+        let h = self.host(path);
+        let old = std::fs::read(&h).unwrap_or_default();
+        if let Ok(m) = std::fs::symlink_metadata(&h) {
+            let r = if m.is_dir() {
+                std::fs::remove_dir_all(&h)
+            } else {
+                std::fs::remove_file(&h)
+            };
+            r.map_err(|e| io(&h, e))?;
+        }
+        let what = plant.to_string();
+        match plant {
+            Plant::Oversized { bytes } => {
+                let f = std::fs::File::create(&h).map_err(|e| io(&h, e))?;
+                f.set_len(bytes).map_err(|e| io(&h, e))?;
+            }
+            Plant::Fifo => {
+                nix::unistd::mkfifo(&h, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|e| io(&h, e.into()))?;
+            }
+            Plant::Symlink { target } => {
+                std::os::unix::fs::symlink(&target, &h).map_err(|e| io(&h, e))?;
+            }
+            Plant::DanglingSymlink => {
+                std::os::unix::fs::symlink("/nonexistent/doppel-dangling", &h)
+                    .map_err(|e| io(&h, e))?;
+            }
+            Plant::Directory => std::fs::create_dir(&h).map_err(|e| io(&h, e))?,
+            Plant::Random { bytes } => {
+                let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+                std::fs::write(&h, v).map_err(|e| io(&h, e))?;
+            }
+            Plant::Empty => std::fs::write(&h, b"").map_err(|e| io(&h, e))?,
+            Plant::Truncated => {
+                let half = &old[..old.len() / 2];
+                std::fs::write(&h, half).map_err(|e| io(&h, e))?;
+            }
+        }
+        self.transcript.push(format!("planted {what} at {path}"));
+        Ok(())
+    }
+
+    /// Every path under a world dir (itself included) with its mode and whether it is a dir.
+    pub fn walk_modes(&self, dir: &str) -> Result<Vec<(String, u32, bool)>, NotStaged> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_string()];
+        while let Some(p) = stack.pop() {
+            let h = self.host(&p);
+            let m = std::fs::symlink_metadata(&h).map_err(|e| io(&h, e))?;
+            out.push((p.clone(), m.mode(), m.is_dir()));
+            if m.is_dir() {
+                for e in std::fs::read_dir(&h).map_err(|e| io(&h, e))? {
+                    let e = e.map_err(|e| io(&h, e))?;
+                    stack.push(format!("{p}/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn identity_text(&self, id: &str) -> Result<(String, String), NotStaged> {
+        let rec = self
+            .adapter
+            .identity
+            .as_ref()
+            .ok_or_else(|| NotStaged("adapter declares no [identity] record".into()))?;
+        let path = self
+            .path(FileKind::Identity, id)
+            .ok_or_else(|| NotStaged("identity.file does not expand".into()))?;
+        let _ = rec;
+        let text = String::from_utf8_lossy(&self.read(&path)?).into_owned();
+        Ok((path, text))
+    }
+
+    /// The pid a box's process is recorded at: the identity record's, else `state`'s.
+    pub fn recorded_pid(&mut self, id: &str) -> Result<i32, NotStaged> {
+        if let Some(rec) = self.adapter.identity.clone() {
+            let (path, text) = self.identity_text(id)?;
+            return record_get(rec.format, &text, &rec.pid)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| NotStaged(format!("no pid in {path}: {text:?}")));
+        }
+        match self.state(id)? {
+            (_, Some(ObservedState { pid: Some(p), .. })) if p > 1 => Ok(p as i32),
+            (run, _) => Err(NotStaged(format!(
+                "state {id} names no pid: {}",
+                run.summary()
+            ))),
+        }
+    }
+
+    /// Rewrites fields of a box's identity record in place (same inode's
+    /// directory, new content), keeping every other field.
+    pub fn rewrite_identity(
+        &mut self,
+        id: &str,
+        edit: impl FnOnce(&mut RecordEdit<'_>),
+    ) -> Result<(), NotStaged> {
+        let (path, text) = self.identity_text(id)?;
+        let rec = self
+            .adapter
+            .identity
+            .as_ref()
+            .expect("checked by identity_text");
+        let mut e = RecordEdit {
+            text,
+            rec,
+            missing: None,
+        };
+        edit(&mut e);
+        if let Some(m) = e.missing {
+            return Err(NotStaged(m));
+        }
+        self.write(&path, e.text.as_bytes())?;
+        self.transcript
+            .push(format!("rewrote {path} to {:?}", e.text));
+        Ok(())
+    }
+
+    /// Replaces a box's identity record with the legacy format naming `pid`.
+    pub fn write_legacy_identity(&mut self, id: &str, pid: i32) -> Result<(), NotStaged> {
+        let legacy = self
+            .adapter
+            .identity
+            .as_ref()
+            .and_then(|r| r.legacy.clone())
+            .ok_or_else(|| NotStaged("adapter declares no identity.legacy format".into()))?;
+        let path = self
+            .path(FileKind::Identity, id)
+            .ok_or_else(|| NotStaged("identity.file does not expand".into()))?;
+        let text = legacy.replace("{pid}", &pid.to_string());
+        self.write(&path, text.as_bytes())?;
+        self.transcript
+            .push(format!("wrote legacy record {text:?} to {path}"));
+        Ok(())
+    }
+
+    /// SIGKILLs a world process and waits until it is gone.
+    pub fn kill_process(&mut self, pid: i32) -> Result<(), NotStaged> {
+        self.world.kill_and_wait(pid)?;
+        self.transcript.push(format!("harness killed pid {pid}"));
+        Ok(())
+    }
+
+    /// Waits until `pid` is gone (deadline), without signalling it.
+    pub fn wait_gone(&mut self, pid: i32) -> Result<(), NotStaged> {
+        let deadline = Instant::now() + STATUS_DEADLINE;
+        while self.census()?.get(pid).is_some() {
+            if Instant::now() >= deadline {
+                return Err(NotStaged(format!("pid {pid} did not go away")));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Places an impostor at `pid` (whose holder must already be gone or is SIGKILLed).
+    pub fn impostor_at(&mut self, pid: i32, kind: ImpostorKind) -> Result<Impostor, NotStaged> {
+        self.impostors += 1;
+        let log = self.outside_path(&format!("impostor{}.log", self.impostors));
+        let imp = self.world.impostor(Some(pid), &kind, &log)?;
+        self.transcript.push(format!(
+            "placed {kind:?} impostor at pid {} (start time {})",
+            imp.pid, imp.start_time
+        ));
+        Ok(imp)
+    }
+
+    /// An unrelated signal-logging process anywhere in the world.
+    pub fn spawn_bystander(&mut self) -> Result<Impostor, NotStaged> {
+        self.impostors += 1;
+        let log = self.outside_path(&format!("bystander{}.log", self.impostors));
+        Ok(self.world.impostor(None, &ImpostorKind::Unrelated, &log)?)
+    }
+
+    /// Whether an impostor still runs and which signals it got.
+    pub fn impostor_report(&mut self, imp: &Impostor) -> Result<ImpostorReport, NotStaged> {
+        let alive = self
+            .census()?
+            .get(imp.pid)
+            .is_some_and(|p| p.start_time == imp.start_time);
+        let text = std::fs::read_to_string(&imp.log).unwrap_or_default();
+        let signals = text
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .collect();
+        Ok(ImpostorReport { alive, signals })
+    }
+
+    /// Start time (stat field 22) of a world process.
+    pub fn start_time(&mut self, pid: i32) -> Result<u64, NotStaged> {
+        self.census()?
+            .get(pid)
+            .map(|p| p.start_time)
+            .ok_or_else(|| NotStaged(format!("pid {pid} is not running")))
+    }
+
+    /// The world's processes now.
+    pub fn census(&mut self) -> Result<Census, NotStaged> {
+        let secret = self.secret.clone();
+        Ok(self.world.census(secret.as_deref())?)
+    }
+
+    /// Census once no zombie remains, or at the deadline (whatever is left).
+    pub fn settle_zombies(&mut self) -> Result<Census, NotStaged> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let c = self.census()?;
+            if c.zombies().next().is_none() || Instant::now() >= deadline {
+                return Ok(c);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A random token, unlikely to appear anywhere by chance.
+    pub fn random_token(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        )
+    }
+}
+
+fn io(path: &std::path::Path, e: std::io::Error) -> NotStaged {
+    NotStaged(format!("{}: {e}", path.display()))
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
