@@ -1,0 +1,291 @@
+//! Writes under the root: private dirs (0700) and files (0600) get their
+//! modes at creation, never by chmod afterwards; files are replaced
+//! atomically (temp file in the same dir → write → fsync → rename → fsync
+//! dir), so a reader sees the old or the new content, never half of either.
+//! Also the ownership and mode checks on the root and its parent.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+/// Why a write or a directory check failed. Each variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The path already exists (e.g. a box with this id).
+    #[error("{path}: already exists")]
+    AlreadyExists {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A symlink where a directory was expected.
+    #[error("{path}: is a symlink (refused)")]
+    Symlink {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Not a directory.
+    #[error("{path}: is not a directory")]
+    NotDirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Owned by someone else.
+    #[error("{path}: owned by uid {uid}, expected uid {expected}{or_root}", or_root = if *.allow_root { " or root" } else { "" })]
+    ForeignOwner {
+        /// The path.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Who should own it.
+        expected: u32,
+        /// Whether root would have been accepted too.
+        allow_root: bool,
+    },
+    /// Group- or world-writable.
+    #[error("{path}: mode {mode:o} is group- or world-writable")]
+    Writable {
+        /// The path.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Any other I/O error.
+    #[error("{path}: {op} failed")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What was attempted.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(rustix::io::Errno) -> WriteError + 'a {
+    move |e| WriteError::Io {
+        path: path.to_path_buf(),
+        op,
+        source: e.into(),
+    }
+}
+
+/// Creates a directory with mode 0700 from birth. Refuses an existing path.
+pub fn create_private_dir(path: &Path) -> Result<(), WriteError> {
+    match rustix::fs::mkdir(path, Mode::from_raw_mode(0o700)) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(WriteError::AlreadyExists {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(io_err(path, "mkdir")(e)),
+    }
+}
+
+/// Atomically replaces `dir/name` with `data` (mode 0600).
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), WriteError> {
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let path = dir.join(name);
+    let result = (|| {
+        let fd = rustix::fs::open(
+            &tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(io_err(&tmp, "create"))?;
+        let mut f = File::from(fd);
+        f.write_all(data).map_err(|e| WriteError::Io {
+            path: tmp.clone(),
+            op: "write",
+            source: e,
+        })?;
+        f.sync_all().map_err(|e| WriteError::Io {
+            path: tmp.clone(),
+            op: "fsync",
+            source: e,
+        })?;
+        drop(f);
+        rustix::fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = rustix::fs::unlink(&tmp);
+    }
+    result
+}
+
+/// fsyncs a directory so a rename in it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<(), WriteError> {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(io_err(dir, "open dir"))?;
+    rustix::fs::fsync(&fd).map_err(io_err(dir, "fsync dir"))
+}
+
+/// Renames `dir/from` to `dir/to` if `from` exists (used to keep
+/// `exit.previous`). Returns whether something was moved.
+pub fn rename_if_exists(dir: &Path, from: &str, to: &str) -> Result<bool, WriteError> {
+    match rustix::fs::rename(dir.join(from), dir.join(to)) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(e) => Err(io_err(&dir.join(from), "rename")(e)),
+    }
+}
+
+/// Removes a file refbox owns; a missing file is fine. Symlinks are removed
+/// as links (unlink never follows).
+pub fn remove_file(path: &Path) -> Result<(), WriteError> {
+    match rustix::fs::unlink(path) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(io_err(path, "unlink")(e)),
+    }
+}
+
+/// Removes an empty directory; a missing one is fine.
+pub fn remove_dir(path: &Path) -> Result<(), WriteError> {
+    match rustix::fs::unlinkat(rustix::fs::CWD, path, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(io_err(path, "rmdir")(e)),
+    }
+}
+
+/// Checks a directory refbox owns (the root, a box dir): not a symlink, a
+/// directory, owned by `uid`, not group- or world-writable.
+pub fn check_private_dir(path: &Path, uid: u32) -> Result<(), WriteError> {
+    let st = rustix::fs::lstat(path).map_err(io_err(path, "lstat"))?;
+    let ft = FileType::from_raw_mode(st.st_mode);
+    if ft == FileType::Symlink {
+        return Err(WriteError::Symlink {
+            path: path.to_path_buf(),
+        });
+    }
+    if ft != FileType::Directory {
+        return Err(WriteError::NotDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    if st.st_uid != uid {
+        return Err(WriteError::ForeignOwner {
+            path: path.to_path_buf(),
+            uid: st.st_uid,
+            expected: uid,
+            allow_root: false,
+        });
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(WriteError::Writable {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the parent of the root: owned by `uid` or root, and not group- or
+/// world-writable unless sticky (like /tmp, where others cannot rename or
+/// remove our entry).
+pub fn check_parent_dir(path: &Path, uid: u32) -> Result<(), WriteError> {
+    let st = rustix::fs::stat(path).map_err(io_err(path, "stat"))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Err(WriteError::NotDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    if st.st_uid != uid && st.st_uid != 0 {
+        return Err(WriteError::ForeignOwner {
+            path: path.to_path_buf(),
+            uid: st.st_uid,
+            expected: uid,
+            allow_root: true,
+        });
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(WriteError::Writable {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn uid() -> u32 {
+        rustix::process::getuid().as_raw()
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "f", b"one").unwrap();
+        write_atomic(dir.path(), "f", b"two").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f")]);
+        let mode = std::fs::metadata(dir.path().join("f"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn private_dir_mode_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        create_private_dir(&d).unwrap();
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert!(matches!(
+            create_private_dir(&d),
+            Err(WriteError::AlreadyExists { .. })
+        ));
+        check_private_dir(&d, uid()).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(matches!(
+            check_private_dir(&d, uid()),
+            Err(WriteError::Writable { .. })
+        ));
+        assert!(matches!(
+            check_private_dir(&d, uid() + 1),
+            Err(WriteError::ForeignOwner { .. })
+        ));
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(matches!(
+            check_private_dir(&link, uid()),
+            Err(WriteError::Symlink { .. })
+        ));
+    }
+
+    #[test]
+    fn parent_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        check_parent_dir(dir.path(), uid()).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            check_parent_dir(dir.path(), uid()),
+            Err(WriteError::Writable { .. })
+        ));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_parent_dir(dir.path(), uid()).unwrap();
+    }
+}

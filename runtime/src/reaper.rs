@@ -1,0 +1,248 @@
+//! The scoped reaper of library (daemon) mode: it reaps only the children
+//! registered with it (the shims a [`crate::Runtime`] spawned), through the
+//! `reap` strategy (`waitpid(pid, WNOHANG)` per pid, never `waitpid(-1)`), so
+//! an embedder's own children keep their exit statuses. A background thread
+//! polls the registered pidfds plus a wake pipe, so reaping is prompt and
+//! shutdown is immediate. Registration is an RAII handle: dropping it before
+//! the child exits detaches it (still reaped, status discarded).
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::ExitStatus;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+
+use crate::pid::Pid;
+
+struct Slot {
+    pidfd: OwnedFd,
+    status: Option<ExitStatus>,
+    detached: bool,
+}
+
+#[derive(Default)]
+struct Table {
+    slots: HashMap<Pid, Slot>,
+    shutdown: bool,
+}
+
+struct Inner {
+    table: Mutex<Table>,
+    changed: Condvar,
+    wake_tx: OwnedFd,
+    reap: fn(&[Pid]) -> Vec<(Pid, ExitStatus)>,
+}
+
+impl Inner {
+    fn wake(&self) {
+        let _ = rustix::io::write(&self.wake_tx, &[1]);
+    }
+}
+
+/// A scoped reaper. Dropping it stops its thread promptly.
+pub struct Reaper {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Reaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reaper").finish_non_exhaustive()
+    }
+}
+
+/// Interest in one child's exit. Dropping it detaches the child.
+pub struct Registration {
+    pid: Pid,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+/// Registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaperError {
+    /// The pidfd for the child could not be opened.
+    #[error("pid {pid}: cannot open a pidfd")]
+    Pidfd {
+        /// The child.
+        pid: Pid,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The wake pipe or thread could not be created.
+    #[error("cannot start the reaper")]
+    Start(#[source] std::io::Error),
+}
+
+impl Reaper {
+    /// Starts a reaper thread that reaps with `reap`.
+    pub fn new(reap: fn(&[Pid]) -> Vec<(Pid, ExitStatus)>) -> Result<Self, ReaperError> {
+        let (rx, tx) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )
+        .map_err(|e| ReaperError::Start(e.into()))?;
+        let inner = Arc::new(Inner {
+            table: Mutex::new(Table::default()),
+            changed: Condvar::new(),
+            wake_tx: tx,
+            reap,
+        });
+        let thread_inner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("refbox-reaper".into())
+            .spawn(move || run(&thread_inner, rx))
+            .map_err(ReaperError::Start)?;
+        Ok(Reaper {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Registers a child of this process (must not have been reaped yet).
+    pub fn register(&self, pid: Pid) -> Result<Registration, ReaperError> {
+        let pidfd =
+            rustix::process::pidfd_open(pid.to_rustix(), rustix::process::PidfdFlags::empty())
+                .map_err(|e| ReaperError::Pidfd {
+                    pid,
+                    source: e.into(),
+                })?;
+        self.inner.table.lock().expect("reaper lock").slots.insert(
+            pid,
+            Slot {
+                pidfd,
+                status: None,
+                detached: false,
+            },
+        );
+        self.inner.wake();
+        Ok(Registration {
+            pid,
+            inner: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Pids currently registered (exited but unclaimed ones included).
+    pub fn registered(&self) -> Vec<Pid> {
+        self.inner
+            .table
+            .lock()
+            .expect("reaper lock")
+            .slots
+            .keys()
+            .copied()
+            .collect()
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.inner.table.lock().expect("reaper lock").shutdown = true;
+        self.inner.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Registration {
+    /// The child's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Waits up to `timeout` for the child to be reaped; returns its status.
+    pub fn wait(&self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let mut table = self.inner.table.lock().expect("reaper lock");
+        loop {
+            if let Some(status) = table.slots.get(&self.pid).and_then(|s| s.status) {
+                return Some(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || table.shutdown {
+                return None;
+            }
+            table = self
+                .inner
+                .changed
+                .wait_timeout(table, left)
+                .expect("reaper lock")
+                .0;
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut table = self.inner.table.lock().expect("reaper lock");
+        match table.slots.get_mut(&self.pid) {
+            Some(slot) if slot.status.is_some() => {
+                table.slots.remove(&self.pid);
+            }
+            Some(slot) => slot.detached = true,
+            None => {}
+        }
+    }
+}
+
+fn run(inner: &Inner, wake_rx: OwnedFd) {
+    loop {
+        // Snapshot the pidfds still waiting (dup'd so the lock is not held while polling).
+        let waiting: Vec<(Pid, OwnedFd)> = {
+            let table = inner.table.lock().expect("reaper lock");
+            if table.shutdown {
+                return;
+            }
+            table
+                .slots
+                .iter()
+                .filter(|(_, s)| s.status.is_none())
+                .filter_map(|(&pid, s)| s.pidfd.try_clone().ok().map(|fd| (pid, fd)))
+                .collect()
+        };
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(waiting.len() + 1);
+        fds.push(PollFd::new(&wake_rx, PollFlags::IN));
+        for (_, fd) in &waiting {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
+        let ready: Vec<Pid> = waiting
+            .iter()
+            .zip(&fds[1..])
+            .filter(|(_, p)| !p.revents().is_empty())
+            .map(|((pid, _), _)| *pid)
+            .collect();
+        drop(fds);
+        let mut buf = [0u8; 64];
+        while matches!(rustix::io::read(wake_rx.as_fd(), &mut buf), Ok(n) if n > 0) {}
+        if ready.is_empty() {
+            continue;
+        }
+        let reaped = (inner.reap)(&ready);
+        let mut table = inner.table.lock().expect("reaper lock");
+        for (pid, status) in reaped {
+            match table.slots.get_mut(&pid) {
+                Some(slot) if slot.detached => {
+                    table.slots.remove(&pid);
+                }
+                Some(slot) => slot.status = Some(status),
+                None => {}
+            }
+        }
+        inner.changed.notify_all();
+    }
+}

@@ -1,0 +1,1049 @@
+//! `Runtime`: the operations on boxes (create, start, state, list, kill,
+//! delete, recover, cleanup-logs) over one root, built from the strategies.
+//! The CLI is a thin layer over it; a daemon embeds it directly.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::config::ShimConfig;
+use crate::exitfile::{self, ExitError, ExitRecord};
+use crate::fsread::{self, ReadError};
+use crate::fswrite::{self, WriteError};
+use crate::identity::{
+    self, AbsentReason, ChildRecordWriter, HostFacts, IdentityError, IdentityRecord,
+    ProcessIdentity, RecordError, VerifyRequest,
+};
+use crate::ids::BoxId;
+use crate::layout::{self, Layout};
+use crate::pid::Pid;
+use crate::reaper::{Reaper, ReaperError, Registration};
+use crate::sentinel::{self, Verdict};
+use crate::state::{self, BoxRecord, Phase, StateError};
+use crate::status::{
+    BoxState, CleanedLog, CleanupAction, CleanupReport, EntryError, IdentityKind, ListReport,
+    RecoverAction, RecoverReport, RecoveredBox, Status,
+};
+use crate::strategy::Strategies;
+
+/// How long `create` waits for a new shim to say it is ready.
+pub const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `delete --force` waits for a killed shim to die.
+pub const KILL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why one box could not be loaded. Each variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum BoxError {
+    /// A file could not be read (oversized, FIFO, symlink, wrong owner, ...).
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The box dir is not a private dir of ours (symlink, foreign, writable).
+    #[error(transparent)]
+    Dir(#[from] WriteError),
+    /// `state.json` is malformed.
+    #[error("{path}: malformed")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: StateError,
+    },
+    /// `shim.pid` is malformed.
+    #[error("{path}: malformed identity record")]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: RecordError,
+    },
+    /// `exit` or `exit.previous` is malformed.
+    #[error("{path}: malformed exit record")]
+    Exit {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: ExitError,
+    },
+}
+
+impl BoxError {
+    /// The file at fault.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            BoxError::Read(e) => e.path().to_path_buf(),
+            BoxError::Dir(WriteError::AlreadyExists { path })
+            | BoxError::Dir(WriteError::Symlink { path })
+            | BoxError::Dir(WriteError::NotDirectory { path })
+            | BoxError::Dir(WriteError::ForeignOwner { path, .. })
+            | BoxError::Dir(WriteError::Writable { path, .. })
+            | BoxError::Dir(WriteError::Io { path, .. }) => path.clone(),
+            BoxError::State { path, .. }
+            | BoxError::Record { path, .. }
+            | BoxError::Exit { path, .. } => path.clone(),
+        }
+    }
+}
+
+/// Errors of runtime operations.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The root is unusable (symlink, foreign owner, writable parent, ...).
+    #[error("state root {root} refused")]
+    Root {
+        /// The root.
+        root: PathBuf,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// No box with this id.
+    #[error("no box {id}")]
+    NoSuchBox {
+        /// The id.
+        id: BoxId,
+    },
+    /// A box with this id exists already.
+    #[error("box {id} already exists")]
+    BoxExists {
+        /// The id.
+        id: BoxId,
+    },
+    /// The box's files could not be read; they are left in place.
+    #[error("box {id}: unreadable (left in place)")]
+    Box {
+        /// The id.
+        id: BoxId,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// Writing the box's files failed.
+    #[error("box {id}: write failed")]
+    Write {
+        /// The id.
+        id: BoxId,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// Host facts (boot id) unavailable.
+    #[error("cannot identify this boot")]
+    Host(#[source] IdentityError),
+    /// The box is running and `--force` was not given.
+    #[error("box {id} is running (pid {pid}); use --force to kill it first")]
+    Running {
+        /// The id.
+        id: BoxId,
+        /// The verified shim pid.
+        pid: Pid,
+    },
+    /// `start` on a running box.
+    #[error("box {id} is already running")]
+    AlreadyRunning {
+        /// The id.
+        id: BoxId,
+    },
+    /// The box's record cannot be verified: refbox will not act on it.
+    #[error(
+        "box {id}: pid {pid} cannot be verified ({reason}); refusing to act (inspect it and remove {dir} by hand)"
+    )]
+    Unverifiable {
+        /// The id.
+        id: BoxId,
+        /// The recorded pid.
+        pid: Pid,
+        /// Why.
+        reason: String,
+        /// The box dir.
+        dir: PathBuf,
+    },
+    /// The payload argv is empty.
+    #[error("box {id}: empty payload command")]
+    EmptyPayload {
+        /// The id.
+        id: BoxId,
+    },
+    /// The shim could not be spawned.
+    #[error("cannot spawn shim {path}")]
+    ShimSpawn {
+        /// The shim executable.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The shim started but reported a failure (or died) before ready.
+    #[error("box {id}: shim failed: {message}")]
+    ShimFailed {
+        /// The id.
+        id: BoxId,
+        /// What the shim said.
+        message: String,
+    },
+    /// Registering the shim with the reaper failed.
+    #[error("box {id}: cannot watch the shim")]
+    Reaper {
+        /// The id.
+        id: BoxId,
+        /// Why.
+        #[source]
+        source: ReaperError,
+    },
+    /// Sending a signal failed.
+    #[error("box {id}: signalling pid {pid} failed")]
+    Signal {
+        /// The id.
+        id: BoxId,
+        /// The verified pid.
+        pid: Pid,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The shim did not die after SIGKILL within the deadline.
+    #[error("box {id}: pid {pid} still alive after SIGKILL")]
+    StillAlive {
+        /// The id.
+        id: BoxId,
+        /// The pid.
+        pid: Pid,
+    },
+    /// The signal is refused.
+    #[error("signal {given:?} refused")]
+    BadSignal {
+        /// What was asked.
+        given: String,
+        /// Why.
+        #[source]
+        source: crate::signal::SignalError,
+    },
+    /// A user input file is malformed.
+    #[error("{path}: bad input")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A user input file is unreadable.
+    #[error("cannot read input")]
+    Read {
+        /// Why (names the file).
+        #[source]
+        source: ReadError,
+    },
+    /// The box dir holds files refbox did not create: left in place.
+    #[error("{path}: holds entries refbox did not create ({entries}); left in place")]
+    Foreign {
+        /// The dir.
+        path: PathBuf,
+        /// The entries.
+        entries: String,
+    },
+}
+
+/// What `create` needs.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The box id.
+    pub id: BoxId,
+    /// Payload argv.
+    pub argv: Vec<String>,
+    /// Payload environment (non-secret).
+    pub env: Vec<(String, String)>,
+    /// Bytes for the payload's stdin (secrets).
+    pub secret: Option<Vec<u8>>,
+}
+
+/// What `kill` did.
+#[derive(Debug)]
+pub enum KillOutcome {
+    /// The verified shim was signalled.
+    Signalled {
+        /// Its pid.
+        pid: Pid,
+    },
+    /// The box is not running: nothing was signalled.
+    NotRunning {
+        /// Its state.
+        state: Box<BoxState>,
+    },
+}
+
+/// A box as loaded from disk, with its identity verified.
+#[derive(Debug)]
+pub struct LoadedBox {
+    /// `state.json`.
+    pub record: BoxRecord,
+    /// `shim.pid`, if present.
+    pub identity_record: Option<IdentityRecord>,
+    /// The verification outcome.
+    pub identity: ProcessIdentity,
+    /// `exit`.
+    pub exit: Option<ExitRecord>,
+    /// `exit.previous`.
+    pub exit_previous: Option<ExitRecord>,
+}
+
+impl LoadedBox {
+    /// The reported view.
+    pub fn view(&self) -> BoxState {
+        let (status, identity, reason) = match &self.identity {
+            ProcessIdentity::Verified(_) => {
+                let s = if self.record.phase == Phase::Created {
+                    Status::Created
+                } else {
+                    Status::Running
+                };
+                (s, IdentityKind::Verified, None)
+            }
+            ProcessIdentity::Legacy { reason, .. } => {
+                (Status::Unknown, IdentityKind::Legacy, Some(reason.clone()))
+            }
+            ProcessIdentity::Absent { reason, .. } => (
+                Status::Stopped,
+                IdentityKind::Absent,
+                Some(reason.to_string()),
+            ),
+        };
+        BoxState {
+            oci_version: crate::status::OCI_VERSION,
+            id: self.record.id.to_string(),
+            status,
+            pid: self.identity_record.map(|r| r.pid().get()),
+            identity,
+            reason,
+            payload: self.record.argv.clone(),
+            created_unix_ms: self.record.created_unix_ms,
+            exit: self.exit.clone(),
+            exit_previous: self.exit_previous.clone(),
+        }
+    }
+}
+
+/// A refbox runtime over one root.
+pub struct Runtime {
+    layout: Layout,
+    uid: u32,
+    strategies: Strategies,
+    shim_path: PathBuf,
+    host: OnceLock<HostFacts>,
+    reaper: OnceLock<Reaper>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("root", &self.layout.root())
+            .field("shim", &self.shim_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `refbox-shim` next to the current executable (tests: one dir up from deps/).
+pub fn default_shim_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let here = dir.join("refbox-shim");
+    if here.exists() {
+        return here;
+    }
+    dir.parent()
+        .map(|p| p.join("refbox-shim"))
+        .filter(|p| p.exists())
+        .unwrap_or(here)
+}
+
+impl Runtime {
+    /// Opens (creating if needed) the root, checking its ownership and mode
+    /// and its parent's.
+    pub fn open(root: &Path, strategies: Strategies) -> Result<Self, RuntimeError> {
+        let uid = rustix::process::geteuid().as_raw();
+        let refuse = |source| RuntimeError::Root {
+            root: root.to_path_buf(),
+            source,
+        };
+        let parent = root
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fswrite::check_parent_dir(parent, uid).map_err(refuse)?;
+        match rustix::fs::lstat(root) {
+            Err(rustix::io::Errno::NOENT) => match (strategies.make_dir)(root) {
+                Ok(()) | Err(WriteError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(refuse(e)),
+            },
+            _ => {}
+        }
+        fswrite::check_private_dir(root, uid).map_err(refuse)?;
+        Ok(Runtime {
+            layout: Layout::new(root),
+            uid,
+            strategies,
+            shim_path: default_shim_path(),
+            host: OnceLock::new(),
+            reaper: OnceLock::new(),
+        })
+    }
+
+    /// Uses another shim executable.
+    pub fn set_shim_path(&mut self, path: PathBuf) {
+        self.shim_path = path;
+    }
+
+    /// The strategies in use.
+    pub fn strategies(&self) -> &Strategies {
+        &self.strategies
+    }
+
+    /// The layout (paths) of this root.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// This boot's facts (cached).
+    pub fn host(&self) -> Result<&HostFacts, RuntimeError> {
+        if let Some(h) = self.host.get() {
+            return Ok(h);
+        }
+        let h = HostFacts::detect().map_err(RuntimeError::Host)?;
+        Ok(self.host.get_or_init(|| h))
+    }
+
+    fn reaper(&self, id: &BoxId) -> Result<&Reaper, RuntimeError> {
+        if let Some(r) = self.reaper.get() {
+            return Ok(r);
+        }
+        let r = Reaper::new(self.strategies.reap).map_err(|source| RuntimeError::Reaper {
+            id: id.clone(),
+            source,
+        })?;
+        Ok(self.reaper.get_or_init(|| r))
+    }
+
+    /// The pids the scoped reaper watches (shims spawned by this runtime).
+    pub fn registered_children(&self) -> Vec<Pid> {
+        self.reaper
+            .get()
+            .map(Reaper::registered)
+            .unwrap_or_default()
+    }
+
+    fn read_opt(&self, path: &Path, cap: u64) -> Result<Option<Vec<u8>>, BoxError> {
+        match (self.strategies.read_file)(path, cap, self.uid) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn read_exit(&self, path: &Path) -> Result<Option<ExitRecord>, BoxError> {
+        self.read_opt(path, fsread::RECORD_CAP)?
+            .map(|b| {
+                exitfile::parse_exit(&b).map_err(|source| BoxError::Exit {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Loads a box and verifies its shim's identity.
+    pub fn load(&self, id: &BoxId) -> Result<LoadedBox, RuntimeError> {
+        let dir = self.layout.box_dir(id);
+        let wrap = |source: BoxError| RuntimeError::Box {
+            id: id.clone(),
+            source,
+        };
+        match rustix::fs::lstat(&dir) {
+            Err(rustix::io::Errno::NOENT) => {
+                return Err(RuntimeError::NoSuchBox { id: id.clone() });
+            }
+            _ => fswrite::check_private_dir(&dir, self.uid).map_err(|e| wrap(e.into()))?,
+        }
+        let state_path = dir.join(layout::STATE);
+        let bytes = match (self.strategies.read_file)(&state_path, fsread::STATE_CAP, self.uid) {
+            Ok(b) => b,
+            Err(e) => return Err(wrap(e.into())),
+        };
+        let record = state::parse_state(&bytes, id).map_err(|source| {
+            wrap(BoxError::State {
+                path: state_path,
+                source,
+            })
+        })?;
+        let id_path = dir.join(layout::IDENTITY);
+        let identity_record = self
+            .read_opt(&id_path, fsread::RECORD_CAP)
+            .map_err(wrap)?
+            .map(|b| {
+                (self.strategies.parse_identity)(&b).map_err(|source| BoxError::Record {
+                    path: id_path.clone(),
+                    source,
+                })
+            })
+            .transpose()
+            .map_err(wrap)?;
+        let exit = self.read_exit(&dir.join(layout::EXIT)).map_err(wrap)?;
+        let exit_previous = self
+            .read_exit(&dir.join(layout::EXIT_PREVIOUS))
+            .map_err(wrap)?;
+        let identity = match &identity_record {
+            None => ProcessIdentity::Absent {
+                pid: None,
+                reason: AbsentReason::NoRecord,
+            },
+            Some(rec) => (self.strategies.verify)(&VerifyRequest {
+                id,
+                record: rec,
+                host: self.host()?,
+            }),
+        };
+        Ok(LoadedBox {
+            record,
+            identity_record,
+            identity,
+            exit,
+            exit_previous,
+        })
+    }
+
+    /// `refbox state ID`.
+    pub fn state(&self, id: &BoxId) -> Result<BoxState, RuntimeError> {
+        Ok(self.load(id)?.view())
+    }
+
+    /// One pass over the root: every box's state; unreadable entries are
+    /// named in `errors`, left in place, and do not stop the others.
+    pub fn list(&self) -> ListReport {
+        let mut report = ListReport::default();
+        self.for_each_box(&mut report.errors, |id, errors| match self.load(&id) {
+            Ok(b) => report.boxes.push(b.view()),
+            Err(e) => errors.push(entry_error(self, &id, &e)),
+        });
+        report.boxes.sort_by(|a, b| a.id.cmp(&b.id));
+        report
+    }
+
+    fn for_each_box(
+        &self,
+        errors: &mut Vec<EntryError>,
+        mut f: impl FnMut(BoxId, &mut Vec<EntryError>),
+    ) {
+        let entries = match std::fs::read_dir(self.layout.root()) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(EntryError {
+                    id: None,
+                    path: self.layout.root().to_path_buf(),
+                    error: e.to_string(),
+                });
+                return;
+            }
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(EntryError {
+                        id: None,
+                        path: self.layout.root().to_path_buf(),
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue; // temp files of atomic writes
+            }
+            match BoxId::new(&name) {
+                Ok(id) => ids.push(id),
+                Err(e) => errors.push(EntryError {
+                    id: None,
+                    path: entry.path(),
+                    error: format!("not a box: {e}"),
+                }),
+            }
+        }
+        ids.sort();
+        for id in ids {
+            f(id, errors);
+        }
+    }
+
+    /// `refbox create`: box dir, `state.json`, then the shim, which records
+    /// its own identity before exec and reports ready.
+    pub fn create(&self, opts: &CreateOptions) -> Result<(), RuntimeError> {
+        let id = &opts.id;
+        if opts.argv.is_empty() {
+            return Err(RuntimeError::EmptyPayload { id: id.clone() });
+        }
+        let dir = self.layout.box_dir(id);
+        match (self.strategies.make_dir)(&dir) {
+            Ok(()) => {}
+            Err(WriteError::AlreadyExists { .. }) => {
+                return Err(RuntimeError::BoxExists { id: id.clone() });
+            }
+            Err(source) => {
+                return Err(RuntimeError::Write {
+                    id: id.clone(),
+                    source,
+                });
+            }
+        }
+        let result = (|| {
+            (self.strategies.make_dir)(&self.layout.log_dir(id)).map_err(|source| {
+                RuntimeError::Write {
+                    id: id.clone(),
+                    source,
+                }
+            })?;
+            let record = BoxRecord {
+                version: state::STATE_VERSION,
+                id: id.clone(),
+                phase: Phase::Created,
+                argv: opts.argv.clone(),
+                env: opts.env.clone(),
+                created_unix_ms: state::now_unix_ms(),
+            };
+            self.write_state(&record)?;
+            let config = ShimConfig {
+                argv: opts.argv.clone(),
+                env: opts.env.clone(),
+                stdin: opts.secret.clone(),
+                start_now: false,
+            };
+            self.launch_shim(id, &config).map(drop)
+        })();
+        if result.is_err() {
+            // Only files this call created; a failed create leaves no box.
+            let _ = self.remove_box_files(id);
+        }
+        result
+    }
+
+    fn write_state(&self, record: &BoxRecord) -> Result<(), RuntimeError> {
+        (self.strategies.write_file)(
+            &self.layout.box_dir(&record.id),
+            layout::STATE,
+            &state::format_state(record),
+        )
+        .map_err(|source| RuntimeError::Write {
+            id: record.id.clone(),
+            source,
+        })
+    }
+
+    /// Spawns the shim for `id`; returns its reaper registration once it
+    /// reported ready.
+    fn launch_shim(&self, id: &BoxId, config: &ShimConfig) -> Result<Registration, RuntimeError> {
+        let host = *self.host()?;
+        let dir = self.layout.box_dir(id);
+        let writer = ChildRecordWriter::new(
+            dir.join(".shim.pid.tmp"),
+            dir.join(layout::IDENTITY),
+            host.boot_id,
+            host.pidfs,
+        )
+        .map_err(|source| RuntimeError::ShimSpawn {
+            path: self.shim_path.clone(),
+            source,
+        })?;
+        let _ = fswrite::remove_file(&dir.join(".shim.pid.tmp"));
+        let log = open_append(&self.layout.log_dir(id).join("shim.log")).map_err(|source| {
+            RuntimeError::Write {
+                id: id.clone(),
+                source: WriteError::Io {
+                    path: self.layout.log_dir(id).join("shim.log"),
+                    op: "open",
+                    source,
+                },
+            }
+        })?;
+        let mut cmd = Command::new(&self.shim_path);
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.arg0("refbox-shim");
+        }
+        cmd.args((self.strategies.shim_args)(id, config))
+            .current_dir(&dir)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        crate::sys::install_identity_hook(&mut cmd, writer);
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::ShimSpawn {
+            path: self.shim_path.clone(),
+            source,
+        })?;
+        let pid = Pid::new(i64::from(child.id())).expect("a child pid is > 1");
+        let registration =
+            self.reaper(id)?
+                .register(pid)
+                .map_err(|source| RuntimeError::Reaper {
+                    id: id.clone(),
+                    source,
+                })?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        drop(child);
+        let payload = serde_json::to_vec(config).expect("ShimConfig always serializes");
+        // A shim that dies early closes its stdin: the error shows below.
+        let _ = stdin.write_all(&payload);
+        drop(stdin);
+        match read_ready(stdout, SHIM_READY_TIMEOUT) {
+            Ok(()) => Ok(registration),
+            Err(message) => {
+                // Its own child, unreaped: pid cannot have been recycled.
+                let _ =
+                    rustix::process::kill_process(pid.to_rustix(), rustix::process::Signal::KILL);
+                let status = registration.wait(KILL_WAIT_TIMEOUT);
+                let tail =
+                    fsread::read_capped(&self.layout.log_dir(id).join("shim.log"), 4096, self.uid)
+                        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                        .unwrap_or_default();
+                let message = match (message.is_empty(), tail.is_empty()) {
+                    (false, _) => message,
+                    (true, false) => tail,
+                    (true, true) => format!("exited before ready ({status:?})"),
+                };
+                Err(RuntimeError::ShimFailed {
+                    id: id.clone(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// `refbox start`: signal a created box's shim to start its payload, or
+    /// launch a new shim for a stopped box (its old `exit` becomes
+    /// `exit.previous` when the new run ends).
+    pub fn start(&self, id: &BoxId, secret: Option<Vec<u8>>) -> Result<(), RuntimeError> {
+        let mut b = self.load(id)?;
+        match &b.identity {
+            ProcessIdentity::Verified(p) if b.record.phase == Phase::Created => {
+                b.record.phase = Phase::Started;
+                self.write_state(&b.record)?;
+                let sig = crate::sys::start_signal();
+                let pidfd = p.pidfd.as_ref().map(OwnedFd::as_fd);
+                let r = match pidfd {
+                    Some(fd) => crate::sys::pidfd_send_signal(fd, sig),
+                    None => (self.strategies.send_signal)(p, sig),
+                };
+                r.map_err(|source| RuntimeError::Signal {
+                    id: id.clone(),
+                    pid: p.pid,
+                    source,
+                })
+            }
+            ProcessIdentity::Verified(_) => Err(RuntimeError::AlreadyRunning { id: id.clone() }),
+            ProcessIdentity::Legacy { pid, reason } => Err(self.unverifiable(id, *pid, reason)),
+            ProcessIdentity::Absent { .. } => {
+                b.record.phase = Phase::Started;
+                self.write_state(&b.record)?;
+                let config = ShimConfig {
+                    argv: b.record.argv.clone(),
+                    env: b.record.env.clone(),
+                    stdin: secret,
+                    start_now: true,
+                };
+                self.launch_shim(id, &config).map(drop)
+            }
+        }
+    }
+
+    fn unverifiable(&self, id: &BoxId, pid: Pid, reason: &str) -> RuntimeError {
+        RuntimeError::Unverifiable {
+            id: id.clone(),
+            pid,
+            reason: reason.to_string(),
+            dir: self.layout.box_dir(id),
+        }
+    }
+
+    /// `refbox kill`: signal the verified shim (which forwards catchable
+    /// signals to the payload's process group; SIGKILL kills the shim and,
+    /// through PDEATHSIG, the payload). Not running: nothing is signalled.
+    pub fn kill(&self, id: &BoxId, sig: i32) -> Result<KillOutcome, RuntimeError> {
+        let b = self.load(id)?;
+        match &b.identity {
+            ProcessIdentity::Verified(p) => {
+                (self.strategies.send_signal)(p, sig).map_err(|source| RuntimeError::Signal {
+                    id: id.clone(),
+                    pid: p.pid,
+                    source,
+                })?;
+                Ok(KillOutcome::Signalled { pid: p.pid })
+            }
+            _ => Ok(KillOutcome::NotRunning {
+                state: Box::new(b.view()),
+            }),
+        }
+    }
+
+    /// `refbox delete [--force]`: remove a stopped box's files (only the
+    /// ones refbox creates). A running box needs `force` (SIGKILL through the
+    /// verified pidfd, then wait for death). An unverifiable box is refused.
+    pub fn delete(&self, id: &BoxId, force: bool) -> Result<(), RuntimeError> {
+        let b = self.load(id)?;
+        match &b.identity {
+            ProcessIdentity::Verified(p) if !force => {
+                return Err(RuntimeError::Running {
+                    id: id.clone(),
+                    pid: p.pid,
+                });
+            }
+            ProcessIdentity::Verified(p) => {
+                (self.strategies.send_signal)(p, libc::SIGKILL).map_err(|source| {
+                    RuntimeError::Signal {
+                        id: id.clone(),
+                        pid: p.pid,
+                        source,
+                    }
+                })?;
+                let dead = match &p.pidfd {
+                    Some(fd) => identity::wait_pidfd(fd, KILL_WAIT_TIMEOUT),
+                    None => true,
+                };
+                if !dead {
+                    return Err(RuntimeError::StillAlive {
+                        id: id.clone(),
+                        pid: p.pid,
+                    });
+                }
+            }
+            ProcessIdentity::Legacy { pid, reason } => {
+                return Err(self.unverifiable(id, *pid, reason));
+            }
+            ProcessIdentity::Absent { .. } => {}
+        }
+        self.remove_box_files(id)
+    }
+
+    /// Removes the files refbox creates in a box dir, then the dir. Anything
+    /// else in it (a plant, a user's file) is left, and the dir with it.
+    fn remove_box_files(&self, id: &BoxId) -> Result<(), RuntimeError> {
+        let dir = self.layout.box_dir(id);
+        let log = self.layout.log_dir(id);
+        let werr = |source| RuntimeError::Write {
+            id: id.clone(),
+            source,
+        };
+        remove_log_dir(&log).map_err(werr)?;
+        for name in [
+            layout::STATE,
+            layout::IDENTITY,
+            layout::EXIT,
+            layout::EXIT_PREVIOUS,
+            ".shim.pid.tmp",
+        ] {
+            fswrite::remove_file(&dir.join(name)).map_err(werr)?;
+        }
+        remove_dir_or_report(&dir)
+    }
+
+    /// `refbox recover`: classify every box in one pass.
+    pub fn recover(&self) -> RecoverReport {
+        let mut report = RecoverReport::default();
+        self.for_each_box(&mut report.errors, |id, errors| {
+            match self.recover_one(&id) {
+                Ok(r) => report.boxes.push(r),
+                Err(e) => errors.push(entry_error(self, &id, &e)),
+            }
+        });
+        report
+    }
+
+    fn recover_one(&self, id: &BoxId) -> Result<RecoveredBox, RuntimeError> {
+        let mut b = self.load(id)?;
+        let view = b.view();
+        let (action, detail) = match &b.identity {
+            ProcessIdentity::Verified(_) => (RecoverAction::Adopted, "verified".to_string()),
+            ProcessIdentity::Legacy { reason, .. } => (RecoverAction::KeptUnknown, reason.clone()),
+            ProcessIdentity::Absent { reason, .. } if b.record.phase != Phase::Stopped => {
+                b.record.phase = Phase::Stopped;
+                self.write_state(&b.record)?;
+                (RecoverAction::MarkedStopped, reason.to_string())
+            }
+            ProcessIdentity::Absent { reason, .. } => (RecoverAction::Stopped, reason.to_string()),
+        };
+        Ok(RecoveredBox {
+            id: id.to_string(),
+            action,
+            pid: view.pid,
+            status: view.status,
+            detail,
+        })
+    }
+
+    /// `refbox cleanup-logs`: remove log dirs whose owner is dead or
+    /// recycled; keep live ones; leave unreadable sentinels alone.
+    pub fn cleanup_logs(&self) -> CleanupReport {
+        let mut report = CleanupReport::default();
+        self.for_each_box(&mut report.errors, |id, errors| {
+            let log = self.layout.log_dir(&id);
+            if rustix::fs::lstat(&log).is_err() {
+                return;
+            }
+            let path = log.join(layout::SENTINEL);
+            match sentinel::check(&path, self.uid) {
+                Ok((_, Verdict::Remove(reason))) => match remove_log_dir(&log) {
+                    Ok(()) => report.boxes.push(CleanedLog {
+                        id: id.to_string(),
+                        action: CleanupAction::Removed,
+                        reason,
+                    }),
+                    Err(e) => errors.push(EntryError {
+                        id: Some(id.to_string()),
+                        path: log.clone(),
+                        error: chain(&e),
+                    }),
+                },
+                Ok((_, Verdict::Keep(reason))) => report.boxes.push(CleanedLog {
+                    id: id.to_string(),
+                    action: CleanupAction::Kept,
+                    reason,
+                }),
+                Err(sentinel::SentinelCheckError::Read(e)) if e.is_not_found() => {}
+                Err(e) => errors.push(EntryError {
+                    id: Some(id.to_string()),
+                    path,
+                    error: chain(&e),
+                }),
+            }
+        });
+        report
+    }
+
+    /// Waits until a box is no longer running (for attached `run`).
+    pub fn wait_stopped(&self, id: &BoxId) -> Result<BoxState, RuntimeError> {
+        let b = self.load(id)?;
+        if let ProcessIdentity::Verified(p) = &b.identity {
+            if let Some(fd) = &p.pidfd {
+                while !identity::wait_pidfd(fd, Duration::from_secs(3600)) {}
+            }
+        }
+        self.state(id)
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Removes a log dir's known files, then the dir (if only those were there).
+fn remove_log_dir(log: &Path) -> Result<(), WriteError> {
+    for name in [layout::SENTINEL, layout::OUTPUT, "shim.log"] {
+        fswrite::remove_file(&log.join(name))?;
+    }
+    if let Ok(entries) = std::fs::read_dir(log) {
+        for e in entries.flatten() {
+            let n = e.file_name();
+            if n.to_string_lossy().starts_with(".") && n.to_string_lossy().contains(".tmp.") {
+                fswrite::remove_file(&e.path())?;
+            }
+        }
+    }
+    fswrite::remove_dir(log)
+}
+
+fn remove_dir_or_report(dir: &Path) -> Result<(), RuntimeError> {
+    match rustix::fs::unlinkat(rustix::fs::CWD, dir, rustix::fs::AtFlags::REMOVEDIR) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(rustix::io::Errno::NOTEMPTY) => {
+            let entries: Vec<String> = std::fs::read_dir(dir)
+                .map(|r| {
+                    r.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Err(RuntimeError::Foreign {
+                path: dir.to_path_buf(),
+                entries: entries.join(", "),
+            })
+        }
+        Err(e) => Err(RuntimeError::Foreign {
+            path: dir.to_path_buf(),
+            entries: format!("rmdir failed: {e}"),
+        }),
+    }
+}
+
+/// Reads the shim's ready line (poll with a deadline, so a stuck shim
+/// cannot hang `create`). Err carries what the shim said, if anything.
+fn read_ready(stdout: std::process::ChildStdout, timeout: Duration) -> Result<(), String> {
+    use rustix::event::{PollFd, PollFlags};
+    let deadline = std::time::Instant::now() + timeout;
+    let mut stdout = stdout;
+    let mut buf = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!("no ready message within {timeout:?}"));
+        }
+        let ts = rustix::event::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&stdout, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let mut chunk = [0u8; 512];
+        let n = stdout.read(&mut chunk).map_err(|e| e.to_string())?;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&buf[..i]).into_owned();
+            return if line == "ready" {
+                Ok(())
+            } else {
+                Err(line.strip_prefix("error: ").unwrap_or(&line).to_string())
+            };
+        }
+        if n == 0 || buf.len() > 4096 {
+            return Err(String::from_utf8_lossy(&buf).trim().to_string());
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+fn entry_error(rt: &Runtime, id: &BoxId, e: &RuntimeError) -> EntryError {
+    let path = match e {
+        RuntimeError::Box { source, .. } => source.path(),
+        _ => rt.layout.box_dir(id),
+    };
+    EntryError {
+        id: Some(id.to_string()),
+        path,
+        error: chain(e),
+    }
+}

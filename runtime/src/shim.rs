@@ -1,0 +1,303 @@
+//! `refbox-shim <box_id>`: the per-box supervisor. Its identity record was
+//! written before it exec'd (see [`crate::identity::ChildRecordWriter`]); its
+//! cwd is the box dir; its configuration arrives as JSON on stdin.
+//!
+//! Life: read config → block the signals it handles and open a signalfd
+//! (so none is lost) → write `log/.sentinel` → check the payload program
+//! exists → print `ready` on stdout (then stdout is /dev/null) → wait for the
+//! start signal (or start at once) → run the payload in its own process
+//! group with PDEATHSIG=SIGKILL → forward TERM/INT/HUP/QUIT/USR1/USR2/ABRT to
+//! that group → when the payload ends: SIGKILL what is left of its group,
+//! reap it, move `exit` to `exit.previous`, write `exit`, exit 0.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::process::{PidfdFlags, WaitId, WaitIdOptions};
+
+use crate::config::ShimConfig;
+use crate::exitfile::{self, ExitRecord};
+use crate::fswrite;
+use crate::ids::BoxId;
+use crate::layout;
+use crate::pid::Pid;
+use crate::sentinel;
+use crate::state::now_unix_ms;
+use crate::sys::{self, SignalFd};
+
+/// Signals the shim forwards to the payload's process group.
+pub const FORWARDED: [i32; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGABRT,
+];
+
+/// The PATH a payload gets when its env has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why the shim gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// Bad configuration on stdin.
+    #[error("bad configuration on stdin")]
+    Config(#[source] serde_json::Error),
+    /// The payload program cannot be found or executed.
+    #[error("payload program {0:?} not found or not executable")]
+    NoProgram(String),
+    /// An OS call failed.
+    #[error("{what} failed")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Not started in its box dir.
+    #[error("cwd {cwd} is not the dir of box {id}")]
+    WrongDir {
+        /// The box id.
+        id: String,
+        /// The cwd.
+        cwd: PathBuf,
+    },
+    /// A file write failed.
+    #[error(transparent)]
+    Write(#[from] fswrite::WriteError),
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> ShimError {
+    move |source| ShimError::Io { what, source }
+}
+
+/// Runs the shim for `id` in the current dir (the box dir). Returns the
+/// shim's exit code.
+pub fn run(id: &BoxId) -> Result<i32, ShimError> {
+    let cwd = std::env::current_dir().map_err(io_err("getcwd"))?;
+    if cwd.file_name().and_then(|n| n.to_str()) != Some(id.as_str()) {
+        return Err(ShimError::WrongDir {
+            id: id.to_string(),
+            cwd,
+        });
+    }
+    let mut input = Vec::new();
+    io::stdin()
+        .lock()
+        .take(8 << 20)
+        .read_to_end(&mut input)
+        .map_err(io_err("read stdin"))?;
+    let config: ShimConfig = serde_json::from_slice(&input).map_err(ShimError::Config)?;
+    drop(input);
+
+    let start = sys::start_signal();
+    let mut handled = FORWARDED.to_vec();
+    handled.push(start);
+    let sigfd = SignalFd::new(&handled).map_err(io_err("signalfd"))?;
+
+    let me = Pid::new(i64::from(std::process::id())).expect("own pid > 1");
+    let exe = std::fs::read_link("/proc/self/exe").map_err(io_err("readlink /proc/self/exe"))?;
+    let log = Path::new(layout::LOG_DIR);
+    {
+        use std::os::unix::ffi::OsStrExt;
+        fswrite::write_atomic(
+            log,
+            layout::SENTINEL,
+            &sentinel::format_sentinel(me, exe.as_os_str().as_bytes()),
+        )?;
+    }
+
+    let program = resolve_program(&config)?;
+    let mut payload = None;
+    if config.start_now {
+        payload = Some(spawn_payload(&program, &config, me)?);
+    }
+    say_ready()?;
+    let mut config = Some(config);
+
+    loop {
+        let mut fds = vec![PollFd::new(&sigfd, PollFlags::IN)];
+        if let Some(p) = &payload {
+            fds.push(PollFd::new(&p.pidfd, PollFlags::IN));
+        }
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(io_err("poll")(e.into())),
+        }
+        let payload_done = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        drop(fds);
+        while let Some(sig) = sigfd.read().map_err(io_err("read signalfd"))? {
+            match (&payload, sig == start) {
+                (None, true) => {
+                    let cfg = config.take().expect("config kept until start");
+                    match spawn_payload(&program, &cfg, me) {
+                        Ok(p) => payload = Some(p),
+                        Err(e) => {
+                            write_exit(
+                                Some(127),
+                                None,
+                                Some(format!("payload failed to start: {e}")),
+                            )?;
+                            return Ok(127);
+                        }
+                    }
+                }
+                (Some(_), true) => {}
+                (None, false) => return Ok(128 + sig), // stopped before start: nothing to record
+                (Some(p), false) => {
+                    // The group is pinned by the unreaped payload leader.
+                    let _ = sys::kill_raw(-p.pid.get(), sig);
+                }
+            }
+        }
+        if payload_done {
+            let p = payload.take().expect("polled payload");
+            return finish(p);
+        }
+    }
+}
+
+struct Payload {
+    pid: Pid,
+    pidfd: std::os::fd::OwnedFd,
+}
+
+fn say_ready() -> Result<(), ShimError> {
+    let mut out = io::stdout().lock();
+    out.write_all(b"ready\n")
+        .and_then(|()| out.flush())
+        .map_err(io_err("write ready"))?;
+    drop(out);
+    // From now on nobody reads our stdout: point it at /dev/null.
+    let null = std::fs::File::open("/dev/null").map_err(io_err("open /dev/null"))?;
+    rustix::stdio::dup2_stdout(&null).map_err(|e| io_err("dup2 stdout")(e.into()))?;
+    Ok(())
+}
+
+/// Reports a failure to whoever waits for `ready` (the runtime's `create`).
+pub fn say_error(msg: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "error: {msg}");
+    let _ = out.flush();
+}
+
+fn payload_env(config: &ShimConfig) -> Vec<(String, String)> {
+    let mut env = config.env.clone();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env
+}
+
+/// Finds the payload program like execvp would, so a typo fails `create`.
+fn resolve_program(config: &ShimConfig) -> Result<PathBuf, ShimError> {
+    let name = config
+        .argv
+        .first()
+        .ok_or_else(|| ShimError::NoProgram(String::new()))?;
+    let executable =
+        |p: &Path| rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok() && p.is_file();
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return if executable(&p) {
+            Ok(p)
+        } else {
+            Err(ShimError::NoProgram(name.clone()))
+        };
+    }
+    let env = payload_env(config);
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| executable(p))
+        .ok_or_else(|| ShimError::NoProgram(name.clone()))
+}
+
+fn spawn_payload(program: &Path, config: &ShimConfig, me: Pid) -> Result<Payload, ShimError> {
+    use std::os::unix::process::CommandExt;
+    let output = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(Path::new(layout::LOG_DIR).join(layout::OUTPUT))
+            .map_err(io_err("open log/output"))?
+    };
+    let mut cmd = Command::new(program);
+    cmd.arg0(&config.argv[0])
+        .args(&config.argv[1..])
+        .env_clear()
+        .envs(payload_env(config))
+        .stdin(if config.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::from(output.try_clone().map_err(io_err("dup log"))?))
+        .stderr(Stdio::from(output));
+    sys::install_payload_hook(&mut cmd, me.get());
+    let mut child = cmd.spawn().map_err(io_err("spawn payload"))?;
+    let pid = Pid::new(i64::from(child.id())).expect("child pid > 1");
+    let pidfd = rustix::process::pidfd_open(pid.to_rustix(), PidfdFlags::empty())
+        .map_err(|e| io_err("pidfd_open payload")(e.into()))?;
+    if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), config.stdin.clone()) {
+        // A thread, so a payload that never reads cannot block the shim.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+    }
+    drop(child);
+    Ok(Payload { pid, pidfd })
+}
+
+fn finish(p: Payload) -> Result<i32, ShimError> {
+    // Peek at the status without reaping, so the group id stays pinned while
+    // we kill what is left of the group.
+    rustix::process::waitid(
+        WaitId::PidFd(p.pidfd.as_fd()),
+        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    )
+    .map_err(|e| io_err("waitid")(e.into()))?;
+    let _ = sys::kill_raw(-p.pid.get(), libc::SIGKILL);
+    let raw = rustix::process::waitpid(
+        Some(p.pid.to_rustix()),
+        rustix::process::WaitOptions::empty(),
+    )
+    .map_err(|e| io_err("waitpid payload")(e.into()))?
+    .map(|(_, s)| s.as_raw());
+    let st = std::process::ExitStatus::from_raw(raw.unwrap_or(0));
+    write_exit(st.code(), st.signal(), None)?;
+    Ok(0)
+}
+
+fn write_exit(
+    code: Option<i32>,
+    signal: Option<i32>,
+    note: Option<String>,
+) -> Result<(), ShimError> {
+    let here = Path::new(".");
+    fswrite::rename_if_exists(here, layout::EXIT, layout::EXIT_PREVIOUS)?;
+    let rec = ExitRecord {
+        version: exitfile::EXIT_VERSION,
+        code,
+        signal,
+        time_unix_ms: now_unix_ms(),
+        note,
+    };
+    fswrite::write_atomic(here, layout::EXIT, &exitfile::format_exit(&rec))?;
+    Ok(())
+}

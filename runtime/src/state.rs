@@ -1,0 +1,147 @@
+//! `state.json`: the versioned record of what a box is (id, payload, phase).
+//! Pure codec here; files are written atomically by [`crate::fswrite`] and
+//! read with caps by [`crate::fsread`]. Liveness is never stored: it is
+//! derived each time from the identity record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::BoxId;
+
+/// The current `state.json` version.
+pub const STATE_VERSION: u32 = 1;
+
+/// What the box's owner last asked for (not whether it is alive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Created: the shim waits for `start`.
+    Created,
+    /// Started: the shim runs the payload.
+    Started,
+    /// Marked stopped by `recover` (or after a failed start).
+    Stopped,
+}
+
+/// The content of `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoxRecord {
+    /// Format version, [`STATE_VERSION`].
+    pub version: u32,
+    /// The box id (must equal its directory name).
+    pub id: BoxId,
+    /// Lifecycle phase.
+    pub phase: Phase,
+    /// Payload argv.
+    pub argv: Vec<String>,
+    /// Payload environment (non-secret, from `--env-file`).
+    pub env: Vec<(String, String)>,
+    /// Creation time, ms since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+/// Why `state.json` bytes are not a valid record.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Not JSON of the expected shape.
+    #[error("not a valid state record")]
+    Json(#[source] serde_json::Error),
+    /// A version this refbox does not know.
+    #[error("unsupported state version {0} (this refbox reads {STATE_VERSION})")]
+    Version(u32),
+    /// The record names another box than its directory.
+    #[error("records id {found:?} but lives in the dir of {expected:?}")]
+    IdMismatch {
+        /// The dir name.
+        expected: String,
+        /// The id inside.
+        found: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    version: u32,
+}
+
+/// Parses `state.json` bytes for box `id`. Never panics.
+pub fn parse_state(bytes: &[u8], id: &BoxId) -> Result<BoxRecord, StateError> {
+    let probe: VersionProbe = serde_json::from_slice(bytes).map_err(StateError::Json)?;
+    if probe.version != STATE_VERSION {
+        return Err(StateError::Version(probe.version));
+    }
+    let rec: BoxRecord = serde_json::from_slice(bytes).map_err(StateError::Json)?;
+    if &rec.id != id {
+        return Err(StateError::IdMismatch {
+            expected: id.to_string(),
+            found: rec.id.to_string(),
+        });
+    }
+    Ok(rec)
+}
+
+/// Formats a record as pretty JSON.
+pub fn format_state(rec: &BoxRecord) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(rec).expect("BoxRecord always serializes");
+    v.push(b'\n');
+    v
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn phase() -> impl Strategy<Value = Phase> {
+        prop_oneof![
+            Just(Phase::Created),
+            Just(Phase::Started),
+            Just(Phase::Stopped)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(id in "[a-z0-9][a-z0-9_.-]{0,20}", ph in phase(),
+                       argv in proptest::collection::vec(".*", 0..4),
+                       env in proptest::collection::vec(("[A-Z_]{1,8}", ".*"), 0..3),
+                       t in any::<u64>()) {
+            let rec = BoxRecord { version: STATE_VERSION, id: BoxId::new(&id).unwrap(), phase: ph, argv, env, created_unix_ms: t };
+            prop_assert_eq!(parse_state(&format_state(&rec), &rec.id).unwrap(), rec);
+        }
+
+        #[test]
+        fn any_bytes_ok_or_err(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_state(&bytes, &BoxId::new("b").unwrap());
+        }
+    }
+
+    #[test]
+    fn rejects_other_version_and_id() {
+        let id = BoxId::new("a").unwrap();
+        assert!(matches!(
+            parse_state(br#"{"version":9}"#, &id),
+            Err(StateError::Version(9))
+        ));
+        let rec = BoxRecord {
+            version: 1,
+            id: BoxId::new("b").unwrap(),
+            phase: Phase::Created,
+            argv: vec![],
+            env: vec![],
+            created_unix_ms: 0,
+        };
+        assert!(matches!(
+            parse_state(&format_state(&rec), &id),
+            Err(StateError::IdMismatch { .. })
+        ));
+    }
+}

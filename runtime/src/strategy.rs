@@ -1,0 +1,107 @@
+//! The decisions a runtime can get wrong, each a public, swappable seam.
+//! refbox's correct choices are [`Strategies::default`]; a fixture runtime
+//! (flawbox) swaps in one naive strategy at a time and reuses everything
+//! else, including the CLI (`refbox::cli::main_with`).
+//!
+//! Plain `fn` pointers, so each strategy is a free function a reader can
+//! find by name.
+
+use std::io;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use crate::config::ShimConfig;
+use crate::fsread::ReadError;
+use crate::fswrite::WriteError;
+use crate::identity::{
+    IdentityRecord, ProcessIdentity, RecordError, VerifiedProcess, VerifyRequest,
+};
+use crate::ids::BoxId;
+use crate::pid::Pid;
+use crate::signal::SignalError;
+
+/// The swappable decisions. Every field has refbox's correct choice as default.
+#[derive(Debug, Clone, Copy)]
+pub struct Strategies {
+    /// Is the recorded process still the box's? Default
+    /// [`crate::identity::verify_with_pidfd`]. Naive alternatives: `kill -0`
+    /// liveness, substring match of the box id in cmdline, start time only.
+    pub verify: fn(&VerifyRequest<'_>) -> ProcessIdentity,
+    /// Parses `shim.pid`. Default [`crate::identity::parse_record`], which
+    /// refuses pids ≤ 1. Naive alternative: accept any integer.
+    pub parse_identity: fn(&[u8]) -> Result<IdentityRecord, RecordError>,
+    /// Reads a state file with a cap. Default [`crate::fsread::read_capped`]
+    /// (O_NOFOLLOW|O_NONBLOCK, fstat checks). Naive: `std::fs::read`.
+    pub read_file: fn(&Path, u64, u32) -> Result<Vec<u8>, ReadError>,
+    /// Replaces a file under the root. Default
+    /// [`crate::fswrite::write_atomic`]. Naive: write in place.
+    pub write_file: fn(&Path, &str, &[u8]) -> Result<(), WriteError>,
+    /// Creates a private dir. Default [`crate::fswrite::create_private_dir`]
+    /// (0700 from birth). Naive: create, then chmod.
+    pub make_dir: fn(&Path) -> Result<(), WriteError>,
+    /// Sends a signal to a verified process. Default [`signal_via_pidfd`].
+    /// Naive: `kill(pid)` (gap between check and signal) or spawning kill(1).
+    pub send_signal: fn(&VerifiedProcess, i32) -> io::Result<()>,
+    /// Parses a user's signal. Default [`allowlisted_signal`]. Naive: any number.
+    pub parse_signal: fn(&str) -> Result<i32, SignalError>,
+    /// The shim's argv after `refbox-shim`. Default [`shim_args_id_only`].
+    /// Naive: secrets as flags.
+    pub shim_args: fn(&BoxId, &ShimConfig) -> Vec<String>,
+    /// Reaps exited children among `registered`. Default
+    /// [`reap_registered`] (`waitpid(pid, WNOHANG)` per pid). Naive:
+    /// `waitpid(-1)`, which steals other children's statuses.
+    pub reap: fn(&[Pid]) -> Vec<(Pid, ExitStatus)>,
+}
+
+impl Default for Strategies {
+    fn default() -> Self {
+        Strategies {
+            verify: crate::identity::verify_with_pidfd,
+            parse_identity: crate::identity::parse_record,
+            read_file: crate::fsread::read_capped,
+            write_file: crate::fswrite::write_atomic,
+            make_dir: crate::fswrite::create_private_dir,
+            send_signal: signal_via_pidfd,
+            parse_signal: allowlisted_signal,
+            shim_args: shim_args_id_only,
+            reap: reap_registered,
+        }
+    }
+}
+
+/// Signals through the pidfd that was verified: no window in which the pid
+/// could be recycled between check and signal. Refuses without a pidfd.
+pub fn signal_via_pidfd(p: &VerifiedProcess, sig: i32) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    match &p.pidfd {
+        Some(fd) => crate::sys::pidfd_send_signal(fd.as_fd(), sig),
+        None => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no verified pidfd: refusing to signal a bare pid",
+        )),
+    }
+}
+
+/// The allowlist parser: TERM, KILL, INT, HUP, QUIT, USR1, USR2, ABRT.
+pub fn allowlisted_signal(s: &str) -> Result<i32, SignalError> {
+    crate::signal::parse_signal(s).map(crate::signal::AllowedSignal::number)
+}
+
+/// The shim gets its box id as its only argument; the rest comes on stdin.
+pub fn shim_args_id_only(id: &BoxId, _config: &ShimConfig) -> Vec<String> {
+    vec![id.as_str().to_string()]
+}
+
+/// `waitpid(pid, WNOHANG)` for each registered pid, never `waitpid(-1)`.
+pub fn reap_registered(registered: &[Pid]) -> Vec<(Pid, ExitStatus)> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut out = Vec::new();
+    for &pid in registered {
+        if let Ok(Some((_, status))) =
+            rustix::process::waitpid(Some(pid.to_rustix()), rustix::process::WaitOptions::NOHANG)
+        {
+            out.push((pid, ExitStatus::from_raw(status.as_raw())));
+        }
+    }
+    out
+}

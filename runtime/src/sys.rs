@@ -1,0 +1,162 @@
+//! Every `unsafe` block of refbox lives here, each behind a small safe
+//! wrapper with a SAFETY comment: the pre-exec hooks (code between fork and
+//! exec), raw `pidfd_send_signal` for any signal number, signal masks and
+//! signalfd. Everything else uses rustix's safe API.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use rustix::fs::Mode;
+
+use crate::identity::ChildRecordWriter;
+
+/// Sets the process umask to 077. Files and dirs are created with explicit
+/// modes anyway; this only guards code paths that forget one.
+pub fn set_umask_077() {
+    rustix::process::umask(Mode::from_raw_mode(0o077));
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)` for any signal number (rustix's
+/// typed `Signal` has no realtime signals, which the shim's start request uses).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: the syscall takes an fd we borrow (kept open for the call), a
+    // signal number, a NULL siginfo pointer (allowed: the kernel fills in a
+    // default) and flags 0. No memory is shared with the kernel.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `kill(pid, sig)` on a raw pid. refbox never uses it for boxes (it signals
+/// through pidfds); it is here for the shim's own process-group forwarding,
+/// where `pgid` is the payload's group, pinned by the unreaped payload.
+pub fn kill_raw(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    let r = unsafe { libc::kill(pid, sig) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The signal the shim waits for before starting its payload: a realtime
+/// signal, so no user-visible signal (TERM, USR1, ...) is overloaded.
+pub fn start_signal() -> i32 {
+    libc::SIGRTMIN() + 4
+}
+
+/// Runs `writer` in the child between fork and exec: the shim records its
+/// own identity before it becomes `refbox-shim`, and leaves the caller's
+/// session (setsid) so the box outlives a terminal.
+pub fn install_identity_hook(cmd: &mut Command, writer: ChildRecordWriter) {
+    // SAFETY: `pre_exec` closures run in the forked child of a possibly
+    // multi-threaded parent, so they must be async-signal-safe. This one
+    // calls setsid and `ChildRecordWriter::write_in_child`, which only makes
+    // raw syscalls through rustix (getpid, pidfd_open, fstat, open, read,
+    // write, fsync, renameat, close), formats into stack buffers, takes no
+    // locks and does not allocate; its paths were allocated by the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setsid().map_err(io::Error::from)?;
+            writer.write_in_child()
+        });
+    }
+}
+
+/// Prepares the payload child (between fork and exec): its own process
+/// group (so the shim can signal all of it), `PR_SET_PDEATHSIG(SIGKILL)` so it
+/// dies with the shim, an empty signal mask (the shim blocks signals for its
+/// signalfd and masks are inherited across exec), and a check that the shim
+/// did not die before the death signal was armed.
+pub fn install_payload_hook(cmd: &mut Command, shim_pid: i32) {
+    // SAFETY: async-signal-safe only: setpgid, prctl, getppid, sigemptyset,
+    // sigprocmask; no allocation, no locks. `set` is a local on the child's
+    // stack, initialised by sigemptyset before sigprocmask reads it.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setpgid(None, None).map_err(io::Error::from)?;
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(io::Error::from)?;
+            if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(shim_pid) {
+                // The shim died before PDEATHSIG was armed: do not outlive it.
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A signalfd for a set of signals, which are blocked for the calling thread
+/// so they arrive only through the fd. Used by the single-threaded shim.
+#[derive(Debug)]
+pub struct SignalFd {
+    fd: OwnedFd,
+}
+
+impl std::os::fd::AsFd for SignalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl SignalFd {
+    /// Blocks `signals` and opens a signalfd (CLOEXEC, NONBLOCK) for them.
+    pub fn new(signals: &[i32]) -> io::Result<Self> {
+        // SAFETY: `set` is a local sigset initialised by sigemptyset before
+        // use; sigaddset/sigprocmask/signalfd only read it. signalfd returns
+        // a fresh fd that we own exclusively (wrapped at once in OwnedFd).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                if libc::sigaddset(&mut set, s) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(SignalFd {
+                fd: OwnedFd::from_raw_fd(fd),
+            })
+        }
+    }
+
+    /// Reads one pending signal number, or `None` when none is pending.
+    pub fn read(&self) -> io::Result<Option<i32>> {
+        let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        match rustix::io::read(&self.fd, &mut buf) {
+            Ok(n) if n == buf.len() => {
+                // ssi_signo is the first field: a native-endian u32.
+                let signo = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                Ok(Some(signo as i32))
+            }
+            Ok(_) => Ok(None),
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
