@@ -1,0 +1,487 @@
+//! Owns the control protocol between the harness and `doppel-init`: the
+//! message types and their framing (a little-endian `u32` length followed by
+//! that many bytes of JSON). The codec is pure; the socket I/O lives in
+//! `world` (harness side) and `init` (init side).
+//!
+//! One request is outstanding at a time; every request gets exactly one
+//! response.
+
+use crate::ids::{Pid, Signal, StartTime};
+use crate::procfs::ProcStat;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+/// The largest frame either side accepts (captured output is capped well below).
+pub const MAX_FRAME: u32 = 64 << 20;
+
+/// Environment for a spawned command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvSpec {
+    /// Start from an empty environment instead of init's own.
+    pub clear: bool,
+    /// Variables removed (applied before `set`).
+    pub remove: Vec<String>,
+    /// Variables set, in order.
+    pub set: Vec<(String, String)>,
+}
+
+/// Everything init needs to start one process in the world.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// Executable: a path, or a name looked up in the command's `PATH`.
+    pub program: String,
+    /// Full argv, including argv\[0\].
+    pub argv: Vec<String>,
+    /// Environment.
+    pub env: EnvSpec,
+    /// Working directory (world path); init's (`/`) when `None`.
+    pub cwd: Option<String>,
+    /// Bytes the process reads on stdin (then EOF).
+    pub stdin: Vec<u8>,
+    /// Exact PID to place the process at.
+    pub at_pid: Option<Pid>,
+    /// Give the process fd 3 (`DOPPEL_READY_FD=3`), the write end of a pipe,
+    /// and return from the spawn only after it wrote a line or closed it.
+    pub ready_fd: bool,
+    /// How long to wait for the ready line, in milliseconds.
+    pub ready_timeout_ms: u64,
+    /// Start a new session (`setsid`) in the child.
+    pub setsid: bool,
+    /// SIGKILL the process this many milliseconds after it started, if it is
+    /// still running (crash injection).
+    pub kill_after_ms: Option<u64>,
+}
+
+/// What a pending wait does when its deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnTimeout {
+    /// Answer [`RemoteError::WaitTimedOut`]; the process keeps running.
+    Report,
+    /// SIGKILL the process, then report its exit.
+    Kill,
+}
+
+/// A request from the harness to init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Start a process.
+    Spawn(SpawnSpec),
+    /// Wait for a process init spawned to exit.
+    Wait {
+        /// The process.
+        pid: Pid,
+        /// Deadline, in milliseconds from receipt.
+        timeout_ms: u64,
+        /// What to do at the deadline.
+        on_timeout: OnTimeout,
+    },
+    /// Send a signal to a world process.
+    Signal {
+        /// Target (world PID).
+        pid: Pid,
+        /// Signal.
+        signal: Signal,
+    },
+    /// List every process of the world and the orphans reaped so far.
+    Census {
+        /// Cap on the bytes of environ read per process.
+        environ_cap: usize,
+    },
+    /// Kill-and-replace a victim within its birth tick (see `SameTickReport`).
+    SameTick {
+        /// The victim command.
+        victim: SpawnSpec,
+        /// The impostor command (placed at the victim's PID).
+        impostor: SpawnSpec,
+        /// Bounded retries.
+        max_attempts: u32,
+    },
+    /// Kill `victim`, wait until its PID is free, place `impostor` there.
+    Replace {
+        /// The process to replace.
+        victim: Pid,
+        /// The impostor (its `at_pid` is ignored).
+        impostor: SpawnSpec,
+        /// How long to wait for the PID to become free.
+        timeout_ms: u64,
+    },
+    /// Place a process at `spec.at_pid` by forking until the PID counter wraps.
+    PlaceByWraparound {
+        /// The command; `at_pid` is the target.
+        spec: SpawnSpec,
+        /// Give up after this many throwaway forks.
+        max_forks: u64,
+    },
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// Normal exit with a code.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(Signal),
+}
+
+impl ExitStatus {
+    /// True for `Exited(0)`.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+}
+
+/// Captured output of one stream, capped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Captured {
+    /// The bytes (at most the cap).
+    pub bytes: Vec<u8>,
+    /// True when the stream held more than the cap.
+    pub truncated: bool,
+}
+
+/// The end of a process init spawned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitReport {
+    /// The process.
+    pub pid: Pid,
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Its stdout (a file, so detached grandchildren cannot hold it open).
+    pub stdout: Captured,
+    /// Its stderr.
+    pub stderr: Captured,
+    /// True when init's crash timer (`kill_after_ms`) killed it.
+    pub killed_by_timer: bool,
+    /// True when the wait deadline passed and `OnTimeout::Kill` killed it.
+    pub killed_on_timeout: bool,
+}
+
+/// One process in a census.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Parsed `/proc/PID/stat`.
+    pub stat: ProcStat,
+    /// argv from `/proc/PID/cmdline` (empty for zombies and kernel threads).
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` entries from `/proc/PID/environ`, capped.
+    pub environ: Vec<String>,
+    /// True when environ was longer than the cap.
+    pub environ_truncated: bool,
+    /// Target of `/proc/PID/exe`, when readable.
+    pub exe: Option<String>,
+    /// Open fds: (number, readlink target).
+    pub fds: Vec<(i32, String)>,
+    /// True when init spawned this process itself.
+    pub spawned_by_init: bool,
+}
+
+/// An orphan init reaped: a process it did not spawn, reparented to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReapedOrphan {
+    /// Its world PID.
+    pub pid: Pid,
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Its comm, read while it was a zombie.
+    pub comm: String,
+    /// Its argv, from init's cache (a zombie's cmdline is empty); empty if unknown.
+    pub argv: Vec<String>,
+    /// Its start time, read while it was a zombie.
+    pub start_time: Option<StartTime>,
+}
+
+/// A freshly started process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnedReport {
+    /// World PID.
+    pub pid: Pid,
+    /// Its start time.
+    pub start_time: StartTime,
+    /// The ready line (without newline) when `ready_fd` was asked; `None` on EOF.
+    pub ready_line: Option<String>,
+}
+
+/// A response from init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// First message: the world is up.
+    Ready {
+        /// init's PID in the harness's PID namespace.
+        outer_pid: Pid,
+        /// The world's pid_max.
+        pid_max: i32,
+        /// True when a user namespace was created (harness not root).
+        userns: bool,
+        /// True when clone3 with set_tid works inside the world.
+        set_tid: bool,
+    },
+    /// Setup failed before Ready.
+    SetupFailed(RemoteError),
+    /// A process was started.
+    Spawned(SpawnedReport),
+    /// A process exited.
+    Exited(ExitReport),
+    /// A signal was sent.
+    Signaled,
+    /// Census result.
+    Census {
+        /// Every process in the world's /proc, init included.
+        processes: Vec<ProcessRecord>,
+        /// Orphans reaped so far.
+        reaped_orphans: Vec<ReapedOrphan>,
+    },
+    /// Same-tick staging succeeded.
+    SameTickStaged {
+        /// The victim's (and impostor's) PID.
+        pid: Pid,
+        /// The victim's start time.
+        victim_start: StartTime,
+        /// The impostor as started (same start time).
+        impostor: SpawnedReport,
+        /// Attempts used (1-based).
+        attempts: u32,
+    },
+    /// A replacement was placed.
+    Replaced {
+        /// The victim's start time (read before the kill), if it was readable.
+        victim_start: Option<StartTime>,
+        /// The impostor.
+        impostor: SpawnedReport,
+    },
+    /// Wraparound placement succeeded.
+    Wrapped {
+        /// The placed process.
+        spawned: SpawnedReport,
+        /// Throwaway forks used.
+        forks: u64,
+    },
+    /// The request failed.
+    Failed(RemoteError),
+}
+
+/// A typed failure reported by init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// Another process holds the PID.
+    #[error("pid {pid} is taken")]
+    PidTaken {
+        /// The PID.
+        pid: Pid,
+    },
+    /// The PID is outside 2..pid_max.
+    #[error("pid {pid} is outside 2..{pid_max}")]
+    PidOutOfRange {
+        /// The requested PID.
+        pid: i32,
+        /// The world's pid_max (exclusive bound).
+        pid_max: i32,
+    },
+    /// The fork landed elsewhere (ns_last_pid race).
+    #[error("asked for pid {wanted}, the kernel gave {got}")]
+    PidMismatch {
+        /// Requested.
+        wanted: Pid,
+        /// Obtained.
+        got: Pid,
+    },
+    /// No such process in the world (or not one init spawned, for Wait).
+    #[error("no process {pid} (or not one init spawned)")]
+    NoSuchProcess {
+        /// The PID.
+        pid: Pid,
+    },
+    /// The program could not be executed.
+    #[error("exec {program}: errno {errno}")]
+    ExecFailed {
+        /// Program as given.
+        program: String,
+        /// errno from execve.
+        errno: i32,
+    },
+    /// The program was not found in PATH.
+    #[error("{program} not found in PATH")]
+    ProgramNotFound {
+        /// Program as given.
+        program: String,
+    },
+    /// The process did not write its ready line in time (it was killed).
+    #[error("pid {pid} did not signal ready within {timeout_ms} ms")]
+    ReadyTimeout {
+        /// The process.
+        pid: Pid,
+        /// The deadline.
+        timeout_ms: u64,
+    },
+    /// A wait's deadline passed (`OnTimeout::Report`).
+    #[error("pid {pid} still running after {timeout_ms} ms")]
+    WaitTimedOut {
+        /// The process.
+        pid: Pid,
+        /// The deadline.
+        timeout_ms: u64,
+    },
+    /// Staging was not possible; the reason says why.
+    #[error("not staged after {attempts} attempts: {reason}")]
+    NotStaged {
+        /// Why.
+        reason: String,
+        /// Attempts used.
+        attempts: u32,
+    },
+    /// A system call failed in init.
+    #[error("{op}: errno {errno}")]
+    Sys {
+        /// What init was doing (e.g. `mount proc`).
+        op: String,
+        /// errno.
+        errno: i32,
+    },
+    /// A malformed request.
+    #[error("bad request: {detail}")]
+    BadRequest {
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix exceeds [`MAX_FRAME`].
+    #[error("frame of {len} bytes exceeds the {MAX_FRAME} byte limit")]
+    TooLarge {
+        /// Announced length.
+        len: u32,
+    },
+    /// The payload is not the expected JSON.
+    #[error("frame payload is not valid JSON for this message")]
+    Json(#[source] serde_json::Error),
+    /// I/O on the control socket failed.
+    #[error("control socket I/O")]
+    Io(#[source] std::io::Error),
+    /// The peer closed the socket.
+    #[error("control socket closed by peer")]
+    Closed,
+}
+
+/// Encodes one message as a frame.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing these plain data types to a Vec cannot fail.
+    let body = serde_json::to_vec(msg).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes one frame from the front of `buf`: `Ok(None)` when more bytes are
+/// needed, otherwise the message and how many bytes it used.
+pub fn decode_frame<T: for<'de> Deserialize<'de>>(
+    buf: &[u8],
+) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(len_bytes) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge { len });
+    }
+    let end = 4 + len as usize;
+    let Some(body) = buf.get(4..end) else {
+        return Ok(None);
+    };
+    let msg = serde_json::from_slice(body).map_err(FrameError::Json)?;
+    Ok(Some((msg, end)))
+}
+
+/// Writes one frame to a stream.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    w.write_all(&encode_frame(msg)).map_err(FrameError::Io)?;
+    w.flush().map_err(FrameError::Io)
+}
+
+/// Reads one frame from a stream (blocking, subject to the stream's timeout).
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    if let Err(e) = r.read_exact(&mut len) {
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Closed
+        } else {
+            FrameError::Io(e)
+        });
+    }
+    let n = u32::from_le_bytes(len);
+    if n > MAX_FRAME {
+        return Err(FrameError::TooLarge { len: n });
+    }
+    let mut body = vec![0u8; n as usize];
+    r.read_exact(&mut body).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Closed
+        } else {
+            FrameError::Io(e)
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(FrameError::Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(argv: Vec<String>, at: Option<i32>) -> SpawnSpec {
+        SpawnSpec {
+            program: argv.first().cloned().unwrap_or_default(),
+            argv,
+            env: EnvSpec::default(),
+            cwd: None,
+            stdin: vec![1, 2, 3],
+            at_pid: at.and_then(|p| Pid::new(p).ok()),
+            ready_fd: true,
+            ready_timeout_ms: 5,
+            setsid: false,
+            kill_after_ms: None,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decode_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_frame::<Request>(&bytes);
+            let _ = decode_frame::<Response>(&bytes);
+        }
+
+        #[test]
+        fn spawn_round_trips(argv in proptest::collection::vec(".{0,12}", 0..5), at in proptest::option::of(1i32..100000)) {
+            let req = Request::Spawn(spec(argv, at));
+            let frame = encode_frame(&req);
+            let (back, used) = decode_frame::<Request>(&frame).unwrap().unwrap();
+            prop_assert_eq!(used, frame.len());
+            prop_assert_eq!(back, req);
+            // A truncated frame asks for more bytes.
+            prop_assert!(decode_frame::<Request>(&frame[..frame.len() - 1]).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_rejected() {
+        let mut f = (MAX_FRAME + 1).to_le_bytes().to_vec();
+        f.extend_from_slice(b"{}");
+        assert!(matches!(
+            decode_frame::<Request>(&f),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn pid_zero_in_json_is_rejected() {
+        let body = br#"{"Signal":{"pid":0,"signal":15}}"#;
+        let mut f = (body.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(body);
+        assert!(matches!(
+            decode_frame::<Request>(&f),
+            Err(FrameError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,754 @@
+//! Owns [`World`]: a PID + mount namespace (plus a user namespace when not
+//! root) whose PID 1 is `doppel-init`, with a private /proc and a private
+//! tmpfs work dir. A `World` talks to its init over a socketpair (see
+//! [`crate::proto`]); every process it starts is forked by init, so it sees
+//! world PIDs. Dropping a `World` SIGKILLs init through a pidfd; the kernel
+//! then kills every process of the world before init's exit completes.
+//!
+//! Depends on: `proto`, `command`, `locate`, `procfs`, `sys` (pre_exec), `census`.
+
+use crate::census::Census;
+use crate::command::WorldCommand;
+use crate::ids::{Pid, Signal, StartTime};
+use crate::locate::{self, Helper, NotFound, Program};
+use crate::procfs::{ProcStat, parse_stat};
+use crate::proto::{
+    ExitReport, FrameError, OnTimeout, RemoteError, Request, Response, SpawnedReport, read_frame,
+    write_frame,
+};
+use crate::sys;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A process init started: its PID, start time and ready line.
+pub type Spawned = SpawnedReport;
+/// How a process init started ended, with its captured output.
+pub type Exit = ExitReport;
+
+/// Extra time allowed on the control channel beyond a request's own deadline.
+const CONTROL_SLACK: Duration = Duration::from_secs(10);
+/// Default number of same-tick attempts.
+pub const DEFAULT_SAME_TICK_ATTEMPTS: u32 = 20;
+
+/// How to open a world.
+#[derive(Debug, Clone)]
+pub struct WorldOptions {
+    /// Path of `doppel-init` (else found by [`crate::locate`]).
+    pub init_program: Option<PathBuf>,
+    /// Path of `doppel-impostor` (else found by [`crate::locate`]).
+    pub impostor_program: Option<PathBuf>,
+    /// `umount -l /sys/fs/cgroup/unified` in the world (crun on hybrid
+    /// cgroup hosts wants it gone).
+    pub unmount_cgroup_unified: bool,
+    /// The world's own pid_max (Linux 6.14+, where pid_max is per PID
+    /// namespace; refused on older kernels, where it would be global).
+    pub pid_max: Option<i32>,
+    /// Deadline for init to report Ready.
+    pub open_timeout: Duration,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            init_program: None,
+            impostor_program: None,
+            unmount_cgroup_unified: false,
+            pid_max: None,
+            open_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A path argument that would leave the world's work dir.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("path {path:?} is not inside the world (must be relative, without `..`)")]
+pub struct PathOutsideWorld {
+    /// The rejected path.
+    pub path: PathBuf,
+}
+
+/// Errors of [`World`] operations.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    /// doppel-init (or doppel-impostor) was not found.
+    #[error(transparent)]
+    HelperNotFound(#[from] NotFound),
+    /// The host-side work dir could not be created or removed.
+    #[error("work dir {path:?}")]
+    Workdir {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control socketpair could not be created.
+    #[error("control socketpair")]
+    Socket(#[source] std::io::Error),
+    /// doppel-init could not be started.
+    #[error("starting {path:?}")]
+    StartInit {
+        /// The program.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Init reported a failure while setting up the namespaces.
+    #[error("world setup failed")]
+    Setup(#[source] RemoteError),
+    /// The control channel failed (init died, timed out, or sent garbage).
+    /// The world is unusable afterwards.
+    #[error("control channel to init")]
+    Control(#[source] FrameError),
+    /// An earlier control failure left the channel out of step.
+    #[error("world is broken by an earlier control channel failure")]
+    Broken,
+    /// Init answered with a response of the wrong kind.
+    #[error("init sent an unexpected response to {request}")]
+    UnexpectedResponse {
+        /// The request kind.
+        request: &'static str,
+    },
+    /// Init refused or failed the request (typed: PidTaken, PidOutOfRange, ...).
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// A pidfd operation on init failed.
+    #[error("pidfd for init pid {pid}")]
+    Pidfd {
+        /// init's outer PID.
+        pid: Pid,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path argument would leave the world.
+    #[error(transparent)]
+    PathOutsideWorld(#[from] PathOutsideWorld),
+    /// No such world process (reading its /proc entry failed).
+    #[error("no process {pid} in the world")]
+    NoSuchProcess {
+        /// The PID.
+        pid: Pid,
+    },
+}
+
+impl WorldError {
+    /// The typed error init reported, if this is one.
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            WorldError::Remote(r) | WorldError::Setup(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// What happened to a crash-injected process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrashOutcome {
+    /// Init SIGKILLed it at the delay.
+    Killed(Exit),
+    /// It ended on its own before the delay.
+    ExitedFirst(Exit),
+}
+
+/// A same-tick staging: the impostor holds the victim's PID *and* start time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SameTickStaged {
+    /// The shared PID.
+    pub pid: Pid,
+    /// The victim's start time (equal to the impostor's).
+    pub victim_start: StartTime,
+    /// The impostor.
+    pub impostor: Spawned,
+    /// Attempts used (1-based).
+    pub attempts: u32,
+}
+
+/// A replacement placed at a killed victim's PID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    /// The victim's start time before the kill, when it was readable.
+    pub victim_start: Option<StartTime>,
+    /// The impostor.
+    pub impostor: Spawned,
+}
+
+impl Replacement {
+    /// True when the impostor's start time equals the victim's (same tick).
+    pub fn same_tick(&self) -> bool {
+        self.victim_start == Some(self.impostor.start_time)
+    }
+}
+
+/// A process placed by natural PID wraparound (the slow way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wrapped {
+    /// The placed process.
+    pub spawned: Spawned,
+    /// Throwaway forks it took.
+    pub forks: u64,
+}
+
+/// A world. See the module docs.
+#[derive(Debug)]
+pub struct World {
+    control: Mutex<UnixStream>,
+    broken: AtomicBool,
+    stub: Option<Child>,
+    stub_pidfd: Option<OwnedFd>,
+    init_pidfd: Option<OwnedFd>,
+    init_outer: Pid,
+    pid_max: i32,
+    userns: bool,
+    set_tid: bool,
+    pid_ns_inode: u64,
+    workdir: PathBuf,
+    host_root: PathBuf,
+    pub(crate) impostor_program: Result<Program, NotFound>,
+    pub(crate) seq: std::sync::atomic::AtomicU64,
+}
+
+fn make_workdir() -> Result<PathBuf, WorldError> {
+    let base = std::env::temp_dir();
+    let mut last_err = None;
+    for _ in 0..16 {
+        let name = format!(
+            "doppel-world-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let p = base.join(name);
+        match std::fs::DirBuilder::new().mode(0o755).create(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
+            Err(e) => return Err(WorldError::Workdir { path: p, source: e }),
+        }
+    }
+    Err(WorldError::Workdir {
+        path: base,
+        source: last_err.unwrap_or_else(|| std::io::Error::other("no free name")),
+    })
+}
+
+/// Polls `fd` readable (a pidfd: the process exited) until `deadline`.
+fn wait_readable(fd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ts = rustix::event::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    let p = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(Into::into)
+}
+
+impl World {
+    /// Opens a world (see the module docs). Fails with a typed error when
+    /// doppel-init is missing or a namespace step is refused.
+    pub fn open(opts: WorldOptions) -> Result<World, WorldError> {
+        let init = locate::find(Helper::Init, opts.init_program.as_deref())?;
+        let impostor_program = locate::find(Helper::Impostor, opts.impostor_program.as_deref());
+        let workdir = make_workdir()?;
+        match Self::start(&opts, &init, workdir.clone(), impostor_program) {
+            Ok(w) => Ok(w),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&workdir);
+                Err(e)
+            }
+        }
+    }
+
+    fn start(
+        opts: &WorldOptions,
+        init: &Program,
+        workdir: PathBuf,
+        impostor_program: Result<Program, NotFound>,
+    ) -> Result<World, WorldError> {
+        let (mut ours, theirs) = UnixStream::pair().map_err(WorldError::Socket)?;
+        let mut cmd = Command::new(&init.path);
+        cmd.args(&init.prefix_args)
+            .arg("--control-fd")
+            .arg("3")
+            .arg("--workdir")
+            .arg(&workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if opts.unmount_cgroup_unified {
+            cmd.arg("--unmount-cgroup-unified");
+        }
+        if let Some(m) = opts.pid_max {
+            cmd.arg("--pid-max").arg(m.to_string());
+        }
+        sys::command_with_fd3(&mut cmd, theirs.as_raw_fd());
+        let mut stub = cmd.spawn().map_err(|e| WorldError::StartInit {
+            path: init.path.clone(),
+            source: e,
+        })?;
+        drop(theirs);
+        let stub_pidfd = pidfd_open(stub.id() as i32).ok();
+        let fail = |stub: &mut Child, e: WorldError| {
+            let _ = stub.kill();
+            let _ = stub.wait();
+            e
+        };
+        if let Err(e) = ours.set_read_timeout(Some(opts.open_timeout)) {
+            return Err(fail(&mut stub, WorldError::Socket(e)));
+        }
+        let ready = match read_frame::<Response>(&mut ours) {
+            Ok(r) => r,
+            Err(e) => return Err(fail(&mut stub, WorldError::Control(e))),
+        };
+        let (outer, pid_max, userns, set_tid) = match ready {
+            Response::Ready {
+                outer_pid,
+                pid_max,
+                userns,
+                set_tid,
+            } => (outer_pid, pid_max, userns, set_tid),
+            Response::SetupFailed(e) => return Err(fail(&mut stub, WorldError::Setup(e))),
+            _ => {
+                return Err(fail(
+                    &mut stub,
+                    WorldError::UnexpectedResponse { request: "open" },
+                ));
+            }
+        };
+        let init_pidfd = match pidfd_open(outer.get()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                return Err(fail(
+                    &mut stub,
+                    WorldError::Pidfd {
+                        pid: outer,
+                        source: e,
+                    },
+                ));
+            }
+        };
+        // The pidfd is for our init only if its parent is still our stub
+        // (which cannot exit, and so cannot let the PID be reused, before
+        // init does).
+        let parent_ok = std::fs::read(format!("/proc/{outer}/stat"))
+            .ok()
+            .and_then(|b| parse_stat(&b).ok())
+            .is_some_and(|s| s.ppid == stub.id() as i32);
+        if !parent_ok {
+            return Err(fail(
+                &mut stub,
+                WorldError::Pidfd {
+                    pid: outer,
+                    source: std::io::Error::other("init is not the stub's child"),
+                },
+            ));
+        }
+        let pid_ns_inode = std::fs::metadata(format!("/proc/{outer}/ns/pid"))
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        Ok(World {
+            control: Mutex::new(ours),
+            broken: AtomicBool::new(false),
+            stub: Some(stub),
+            stub_pidfd,
+            init_pidfd: Some(init_pidfd),
+            init_outer: outer,
+            pid_max,
+            userns,
+            set_tid,
+            pid_ns_inode,
+            host_root: PathBuf::from(format!("/proc/{outer}/root")),
+            workdir,
+            impostor_program,
+            seq: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Sends one request and reads its response. `Failed` becomes
+    /// [`WorldError::Remote`].
+    pub(crate) fn request(&self, req: &Request, budget: Duration) -> Result<Response, WorldError> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(WorldError::Broken);
+        }
+        let mut s = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = (|| {
+            s.set_read_timeout(Some(budget + CONTROL_SLACK))
+                .map_err(|e| WorldError::Control(FrameError::Io(e)))?;
+            write_frame(&mut *s, req).map_err(WorldError::Control)?;
+            read_frame::<Response>(&mut *s).map_err(WorldError::Control)
+        })();
+        match r {
+            Ok(Response::Failed(e)) => Err(WorldError::Remote(e)),
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.broken.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts `cmd` in the world; returns once it exec'd (and, with
+    /// `ready_fd`, signalled ready).
+    pub fn spawn(&self, cmd: &WorldCommand) -> Result<Spawned, WorldError> {
+        self.spawn_spec(cmd.to_spec(None, None), cmd)
+    }
+
+    /// Starts `cmd` at exactly `pid` (clone3 `set_tid`, else `ns_last_pid`),
+    /// verified. Typed errors: `PidTaken`, `PidOutOfRange`.
+    pub fn spawn_at(&self, pid: Pid, cmd: &WorldCommand) -> Result<Spawned, WorldError> {
+        self.spawn_spec(cmd.to_spec(Some(pid), None), cmd)
+    }
+
+    fn spawn_spec(
+        &self,
+        spec: crate::proto::SpawnSpec,
+        cmd: &WorldCommand,
+    ) -> Result<Spawned, WorldError> {
+        let budget = if spec.ready_fd {
+            Duration::from_millis(spec.ready_timeout_ms)
+        } else {
+            Duration::ZERO
+        };
+        let _ = cmd;
+        match self.request(&Request::Spawn(spec), budget)? {
+            Response::Spawned(s) => Ok(s),
+            _ => Err(WorldError::UnexpectedResponse { request: "spawn" }),
+        }
+    }
+
+    fn wait_with(&self, pid: Pid, timeout: Duration, on: OnTimeout) -> Result<Exit, WorldError> {
+        let req = Request::Wait {
+            pid,
+            timeout_ms: timeout.as_millis() as u64,
+            on_timeout: on,
+        };
+        match self.request(&req, timeout)? {
+            Response::Exited(e) => Ok(e),
+            _ => Err(WorldError::UnexpectedResponse { request: "wait" }),
+        }
+    }
+
+    /// Waits up to `timeout` for a process init spawned to exit. At the
+    /// deadline: `Remote(WaitTimedOut)`, and the process keeps running.
+    pub fn wait(&self, pid: Pid, timeout: Duration) -> Result<Exit, WorldError> {
+        self.wait_with(pid, timeout, OnTimeout::Report)
+    }
+
+    /// Like [`World::wait`], but SIGKILLs the process at the deadline and
+    /// reports its end (`killed_on_timeout` set).
+    pub fn wait_or_kill(&self, pid: Pid, timeout: Duration) -> Result<Exit, WorldError> {
+        self.wait_with(pid, timeout, OnTimeout::Kill)
+    }
+
+    /// Spawns `cmd` and waits for it (killing it at `timeout`).
+    pub fn run(&self, cmd: &WorldCommand, timeout: Duration) -> Result<Exit, WorldError> {
+        let s = self.spawn(cmd)?;
+        self.wait_or_kill(s.pid, timeout)
+    }
+
+    /// Crash injection: runs `cmd` and has init SIGKILL it `after` its start,
+    /// then waits (up to `after + timeout`) and says which came first.
+    pub fn crash(
+        &self,
+        cmd: &WorldCommand,
+        after: Duration,
+        timeout: Duration,
+    ) -> Result<CrashOutcome, WorldError> {
+        let s = self.spawn_spec(cmd.to_spec(None, Some(after)), cmd)?;
+        let exit = self.wait_or_kill(s.pid, after + timeout)?;
+        Ok(if exit.killed_by_timer {
+            CrashOutcome::Killed(exit)
+        } else {
+            CrashOutcome::ExitedFirst(exit)
+        })
+    }
+
+    /// Sends `signal` to world process `pid`.
+    pub fn signal(&self, pid: Pid, signal: Signal) -> Result<(), WorldError> {
+        match self.request(&Request::Signal { pid, signal }, Duration::ZERO)? {
+            Response::Signaled => Ok(()),
+            _ => Err(WorldError::UnexpectedResponse { request: "signal" }),
+        }
+    }
+
+    /// Lists every process of the world (read by init from its /proc) and
+    /// the orphans init reaped so far. Environ is capped at 64 KiB a process.
+    pub fn census(&self) -> Result<Census, WorldError> {
+        match self.request(
+            &Request::Census {
+                environ_cap: 64 << 10,
+            },
+            Duration::from_secs(5),
+        )? {
+            Response::Census {
+                processes,
+                reaped_orphans,
+            } => Ok(Census::new(processes, reaped_orphans)),
+            _ => Err(WorldError::UnexpectedResponse { request: "census" }),
+        }
+    }
+
+    /// Same-tick staging, all inside init in one request: spawn `victim`,
+    /// SIGKILL and reap it, place `impostor` at its PID, compare start times;
+    /// retried up to `max_attempts`, else `Remote(NotStaged)`.
+    pub fn stage_same_tick(
+        &self,
+        victim: &WorldCommand,
+        impostor: &WorldCommand,
+        max_attempts: u32,
+    ) -> Result<SameTickStaged, WorldError> {
+        let req = Request::SameTick {
+            victim: victim.to_spec(None, None),
+            impostor: impostor.to_spec(None, None),
+            max_attempts,
+        };
+        let per = impostor
+            .to_spec(None, None)
+            .ready_timeout_ms
+            .max(victim.to_spec(None, None).ready_timeout_ms);
+        let budget = Duration::from_millis(per.saturating_mul(u64::from(max_attempts) * 2));
+        match self.request(&req, budget)? {
+            Response::SameTickStaged {
+                pid,
+                victim_start,
+                impostor,
+                attempts,
+            } => Ok(SameTickStaged {
+                pid,
+                victim_start,
+                impostor,
+                attempts,
+            }),
+            _ => Err(WorldError::UnexpectedResponse {
+                request: "same tick",
+            }),
+        }
+    }
+
+    /// Kills `victim` (any world process), waits up to `timeout` for its PID
+    /// to be free, and places `impostor` there. Reports both start times.
+    pub fn replace(
+        &self,
+        victim: Pid,
+        impostor: &WorldCommand,
+        timeout: Duration,
+    ) -> Result<Replacement, WorldError> {
+        let req = Request::Replace {
+            victim,
+            impostor: impostor.to_spec(None, None),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        let budget = timeout + Duration::from_millis(impostor.to_spec(None, None).ready_timeout_ms);
+        match self.request(&req, budget)? {
+            Response::Replaced {
+                victim_start,
+                impostor,
+            } => Ok(Replacement {
+                victim_start,
+                impostor,
+            }),
+            _ => Err(WorldError::UnexpectedResponse { request: "replace" }),
+        }
+    }
+
+    /// Places `cmd` at `pid` the slow way: fork-and-exit until the PID
+    /// counter comes round (for benchmarks; `spawn_at` is the fast way).
+    /// Gives up (`Remote(NotStaged)`) after `max_forks` (default 2 × pid_max).
+    pub fn place_by_wraparound(
+        &self,
+        pid: Pid,
+        cmd: &WorldCommand,
+        max_forks: Option<u64>,
+    ) -> Result<Wrapped, WorldError> {
+        let max_forks = max_forks.unwrap_or(2 * self.pid_max.max(0) as u64);
+        let req = Request::PlaceByWraparound {
+            spec: cmd.to_spec(Some(pid), None),
+            max_forks,
+        };
+        // Generous: ~1 ms per fork is far slower than any machine we run on.
+        let budget = Duration::from_millis(max_forks);
+        match self.request(&req, budget)? {
+            Response::Wrapped { spawned, forks } => Ok(Wrapped { spawned, forks }),
+            _ => Err(WorldError::UnexpectedResponse {
+                request: "wraparound",
+            }),
+        }
+    }
+
+    /// Reads `/proc/PID/stat` of a world process (from outside, through
+    /// init's root), without a round trip to init.
+    pub fn proc_stat(&self, pid: Pid) -> Result<ProcStat, WorldError> {
+        let path = self.host_root.join(format!("proc/{pid}/stat"));
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| parse_stat(&b).ok())
+            .ok_or(WorldError::NoSuchProcess { pid })
+    }
+
+    /// True when `pid` is alive (not a zombie) and, if given, still has
+    /// `start_time` (so a reused PID does not count).
+    pub fn is_running(&self, pid: Pid, start_time: Option<StartTime>) -> bool {
+        self.proc_stat(pid)
+            .is_ok_and(|s| !s.is_zombie() && start_time.is_none_or(|t| t == s.start_time))
+    }
+
+    /// The world's work dir as a path *inside* the world (a private tmpfs).
+    pub fn root(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// Where a path relative to [`World::root`] is reachable from the host
+    /// (through `/proc/<init>/root`). Absolute or `..` paths are refused.
+    pub fn host_path(&self, rel: impl AsRef<Path>) -> Result<PathBuf, PathOutsideWorld> {
+        let rel = rel.as_ref();
+        check_relative(rel)?;
+        Ok(self.host_root_dir().join(rel))
+    }
+
+    /// The world-inner absolute path of `rel` (checked like [`World::host_path`]).
+    pub fn world_path(&self, rel: impl AsRef<Path>) -> Result<PathBuf, PathOutsideWorld> {
+        let rel = rel.as_ref();
+        check_relative(rel)?;
+        Ok(self.workdir.join(rel))
+    }
+
+    /// Host path of the work dir.
+    pub fn host_root_dir(&self) -> PathBuf {
+        let inner = self.workdir.strip_prefix("/").unwrap_or(&self.workdir);
+        self.host_root.join(inner)
+    }
+
+    /// Host path of the world's root directory (`/proc/<init>/root`), for
+    /// reaching world paths outside the work dir (e.g. its /proc).
+    pub fn host_root(&self) -> &Path {
+        &self.host_root
+    }
+
+    /// The world's pid_max (PIDs are `2..pid_max`).
+    pub fn pid_max(&self) -> i32 {
+        self.pid_max
+    }
+
+    /// init's PID as seen from the harness.
+    pub fn init_outer_pid(&self) -> Pid {
+        self.init_outer
+    }
+
+    /// Inode of the world's PID namespace (`/proc/<init>/ns/pid`).
+    pub fn pid_ns_inode(&self) -> u64 {
+        self.pid_ns_inode
+    }
+
+    /// True when the world runs in its own user namespace (harness not root).
+    pub fn in_user_namespace(&self) -> bool {
+        self.userns
+    }
+
+    /// True when init places PIDs with clone3 `set_tid` (else `ns_last_pid`).
+    pub fn uses_set_tid(&self) -> bool {
+        self.set_tid
+    }
+
+    /// Closes the world: SIGKILL init (the kernel kills everything in it),
+    /// wait for it and the stub, remove the work dir. Drop does the same and
+    /// ignores errors.
+    pub fn close(mut self) -> Result<(), WorldError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), WorldError> {
+        let mut first_err = None;
+        if let Some(pidfd) = self.init_pidfd.take() {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+            if !wait_readable(&pidfd, Duration::from_secs(10)) {
+                first_err.get_or_insert(WorldError::Pidfd {
+                    pid: self.init_outer,
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+        }
+        if let Some(mut stub) = self.stub.take() {
+            let exited = self
+                .stub_pidfd
+                .take()
+                .is_none_or(|fd| wait_readable(&fd, Duration::from_secs(10)));
+            if !exited {
+                let _ = stub.kill();
+            }
+            let _ = stub.wait();
+        }
+        if self.workdir.as_os_str().is_empty() {
+            return first_err.map_or(Ok(()), Err);
+        }
+        let wd = std::mem::take(&mut self.workdir);
+        // On the host the tmpfs was never mounted: the dir is empty.
+        if let Err(e) = std::fs::remove_dir(&wd) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                let _ = std::fs::remove_dir_all(&wd);
+                first_err.get_or_insert(WorldError::Workdir {
+                    path: wd,
+                    source: e,
+                });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Checks that `rel` is relative and has no `..` (nor root/prefix) component.
+pub fn check_relative(rel: &Path) -> Result<(), PathOutsideWorld> {
+    let ok = !rel.as_os_str().is_empty()
+        && rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if ok {
+        Ok(())
+    } else {
+        Err(PathOutsideWorld {
+            path: rel.to_path_buf(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_only() {
+        assert!(check_relative(Path::new("a/b")).is_ok());
+        assert!(check_relative(Path::new("./a")).is_ok());
+        assert!(check_relative(Path::new("/etc/passwd")).is_err());
+        assert!(check_relative(Path::new("a/../../x")).is_err());
+        assert!(check_relative(Path::new("..")).is_err());
+        assert!(check_relative(Path::new("")).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! spawn / spawn_at / wait / signal / run inside a world.
+
+mod common;
+
+use common::{open_world, skip_without_worlds};
+use doppel_harness::{ExitStatus, Pid, RemoteError, Signal, WorldCommand, WorldError};
+use std::time::Duration;
+
+#[test]
+fn run_captures_output_and_status() {
+    skip_without_worlds!();
+    let w = open_world();
+    let exit = w
+        .run(
+            &WorldCommand::new("/bin/sh")
+                .args(["-c", "echo out; echo err >&2; read x; echo got $x; exit 3"])
+                .stdin("hello\n"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(exit.status, ExitStatus::Exited(3));
+    assert_eq!(exit.stdout.bytes, b"out\ngot hello\n");
+    assert_eq!(exit.stderr.bytes, b"err\n");
+    assert!(!exit.stdout.truncated);
+}
+
+#[test]
+fn processes_see_world_pids() {
+    skip_without_worlds!();
+    let w = open_world();
+    let exit = w
+        .run(
+            &WorldCommand::new("/bin/sh").args(["-c", "echo $$; echo $PPID"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let out = String::from_utf8(exit.stdout.bytes).unwrap();
+    let mut lines = out.lines();
+    let pid: i32 = lines.next().unwrap().parse().unwrap();
+    assert_eq!(pid, exit.pid.get());
+    assert_eq!(lines.next(), Some("1"), "parent is the world's init");
+}
+
+#[test]
+fn spawn_at_hits_the_exact_pid_200_times() {
+    skip_without_worlds!();
+    let w = open_world();
+    let cmd = WorldCommand::new("/bin/true");
+    for i in 0..200 {
+        let want = Pid::new(1000 + i * 37).unwrap();
+        let s = w.spawn_at(want, &cmd).unwrap();
+        assert_eq!(s.pid, want, "attempt {i}");
+        let exit = w.wait(s.pid, Duration::from_secs(10)).unwrap();
+        assert_eq!(exit.status, ExitStatus::Exited(0));
+    }
+}
+
+#[test]
+fn spawn_at_a_taken_pid_is_a_typed_error() {
+    skip_without_worlds!();
+    let w = open_world();
+    let sleeper = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    let err = w
+        .spawn_at(sleeper.pid, &WorldCommand::new("/bin/true"))
+        .unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::PidTaken { pid }) if pid == sleeper.pid),
+        "{err:?}"
+    );
+    let err = w
+        .spawn_at(Pid::INIT, &WorldCommand::new("/bin/true"))
+        .unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::PidTaken { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn spawn_at_out_of_range_is_a_typed_error() {
+    skip_without_worlds!();
+    let w = open_world();
+    let max = w.pid_max();
+    for bad in [max, max + 1, i32::MAX] {
+        let err = w
+            .spawn_at(Pid::new(bad).unwrap(), &WorldCommand::new("/bin/true"))
+            .unwrap_err();
+        assert!(
+            matches!(err, WorldError::Remote(RemoteError::PidOutOfRange { pid, pid_max }) if pid == bad && pid_max == max),
+            "{err:?}"
+        );
+    }
+    // The world still works afterwards.
+    let s = w
+        .spawn_at(Pid::new(max - 1).unwrap(), &WorldCommand::new("/bin/true"))
+        .unwrap();
+    assert_eq!(s.pid.get(), max - 1);
+}
+
+#[test]
+fn wait_reports_timeout_then_kill_on_timeout() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    let err = w.wait(s.pid, Duration::from_millis(50)).unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::WaitTimedOut { .. })),
+        "{err:?}"
+    );
+    assert!(w.is_running(s.pid, Some(s.start_time)));
+    let exit = w.wait_or_kill(s.pid, Duration::from_millis(50)).unwrap();
+    assert!(exit.killed_on_timeout);
+    assert_eq!(exit.status, ExitStatus::Signaled(Signal::KILL));
+}
+
+#[test]
+fn signal_reaches_world_process() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    w.signal(s.pid, Signal::TERM).unwrap();
+    let exit = w.wait(s.pid, Duration::from_secs(10)).unwrap();
+    assert_eq!(exit.status, ExitStatus::Signaled(Signal::TERM));
+}
+
+#[test]
+fn exec_failure_and_missing_program_are_typed() {
+    skip_without_worlds!();
+    let w = open_world();
+    let err = w
+        .spawn(&WorldCommand::new("/nonexistent/prog"))
+        .unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::ExecFailed { errno, .. }) if errno == libc_enoent()),
+        "{err:?}"
+    );
+    let err = w
+        .spawn(&WorldCommand::new("no-such-program-doppel"))
+        .unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::ProgramNotFound { .. })),
+        "{err:?}"
+    );
+}
+
+fn libc_enoent() -> i32 {
+    2
+}
