@@ -195,14 +195,18 @@ pub fn select(filters: &[String], exact: bool, skip: &[String]) -> Vec<&'static 
 /// The libtest front end: `args` as libtest takes them (`--list --format
 /// terse`, `--exact`, `--ignored`, filters...). A case the machine cannot
 /// stage is listed as ignored; run anyway (`--ignored`) it reports the reason.
-/// Not-applicable and not-staged outcomes are reported as ignored with the
-/// reason, never as passed.
+/// Not-applicable cases are listed as ignored; a scene that could not be set
+/// at run time fails with the reason. Neither is ever reported as passed.
 pub fn libtest_main(args: Arguments, subject: Subject) -> libtest_mimic::Conclusion {
     let machine = Machine::detect();
     let trials = crate::cases::ALL
         .iter()
         .map(|case| {
-            let blocked = machine_blocker(case, &machine).is_some();
+            // Known at list time: the machine cannot stage it, or the adapter
+            // does not declare what it needs. Listed as ignored; run anyway
+            // (`--ignored`), it reports the reason.
+            let blocked = machine_blocker(case, &machine).is_some()
+                || case.not_applicable(&subject.adapter).is_some();
             let subject = subject.clone();
             let machine = machine.clone();
             Trial::ignorable_test(case.id, move || {
@@ -222,9 +226,13 @@ pub fn libtest_main(args: Arguments, subject: Subject) -> libtest_mimic::Conclus
                     Outcome::NotApplicable { why } => {
                         Ok(Completion::ignored_with(format!("not applicable: {why}")))
                     }
-                    Outcome::NotStaged { why } => {
-                        Ok(Completion::ignored_with(format!("not staged: {why}")))
-                    }
+                    // Not known at list time, so not listed as ignored: a
+                    // scene that could not be set is reported as a failure
+                    // rather than passing silently.
+                    Outcome::NotStaged { why } => Err(Failed::from(format!(
+                        "{} {} not staged: {why}",
+                        case.level, case.id
+                    ))),
                 }
             })
             .with_ignored_flag(blocked)

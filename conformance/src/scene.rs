@@ -155,7 +155,6 @@ pub struct Scene<'a> {
     world: World,
     transcript: Vec<String>,
     secret: Option<String>,
-    impostors: usize,
     /// How the scene was staged, when the report should say (e.g. record rewrite).
     pub staging: Option<String>,
 }
@@ -176,7 +175,6 @@ impl<'a> Scene<'a> {
             world,
             transcript: Vec::new(),
             secret: None,
-            impostors: 0,
             staging: None,
         })
     }
@@ -602,11 +600,9 @@ impl<'a> Scene<'a> {
         Ok(())
     }
 
-    /// Places an impostor at `pid` (whose holder must already be gone or is SIGKILLed).
+    /// Places an impostor at `pid`, SIGKILLing whatever holds it first.
     pub fn impostor_at(&mut self, pid: i32, kind: ImpostorKind) -> Result<Impostor, NotStaged> {
-        self.impostors += 1;
-        let log = self.outside_path(&format!("impostor{}.log", self.impostors));
-        let imp = self.world.impostor(Some(pid), &kind, &log)?;
+        let imp = self.world.impostor(Some(pid), &kind)?;
         self.transcript.push(format!(
             "placed {kind:?} impostor at pid {} (start time {})",
             imp.pid, imp.start_time
@@ -616,23 +612,39 @@ impl<'a> Scene<'a> {
 
     /// An unrelated signal-logging process anywhere in the world.
     pub fn spawn_bystander(&mut self) -> Result<Impostor, NotStaged> {
-        self.impostors += 1;
-        let log = self.outside_path(&format!("bystander{}.log", self.impostors));
-        Ok(self.world.impostor(None, &ImpostorKind::Unrelated, &log)?)
+        let imp = self.world.impostor(None, &ImpostorKind::Unrelated)?;
+        self.transcript
+            .push(format!("placed a bystander at pid {}", imp.pid));
+        Ok(imp)
+    }
+
+    /// A same-exe impostor at `pid`, or a same-argv one when the executable
+    /// does not stay up on its own; records which in [`Scene::staging`].
+    pub fn same_exe_impostor(
+        &mut self,
+        pid: i32,
+        exe: &str,
+        argv: &[String],
+    ) -> Result<Impostor, NotStaged> {
+        let (imp, fell_back) = self.world.same_exe_or_argv(pid, exe, argv)?;
+        self.staging = Some(if fell_back {
+            format!(
+                "same argv: {exe} exits at once when started without its runtime's input, so the impostor has the shim's exact argv but another executable"
+            )
+        } else {
+            format!("same exe: {exe} with the box's argv")
+        });
+        self.transcript.push(format!(
+            "placed impostor at pid {} ({})",
+            imp.pid,
+            self.staging.as_deref().unwrap_or_default()
+        ));
+        Ok(imp)
     }
 
     /// Whether an impostor still runs and which signals it got.
     pub fn impostor_report(&mut self, imp: &Impostor) -> Result<ImpostorReport, NotStaged> {
-        let alive = self
-            .census()?
-            .get(imp.pid)
-            .is_some_and(|p| p.start_time == imp.start_time);
-        let text = std::fs::read_to_string(&imp.log).unwrap_or_default();
-        let signals = text
-            .lines()
-            .filter_map(|l| l.trim().parse::<i32>().ok())
-            .collect();
-        Ok(ImpostorReport { alive, signals })
+        Ok(self.world.impostor_report(imp)?)
     }
 
     /// Start time (stat field 22) of a world process.

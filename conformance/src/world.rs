@@ -10,24 +10,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::MachineNeed;
 
-/// Environment variable that turns this binary into a signal-logging impostor.
-pub const IMPOSTOR_LOG_ENV: &str = "DOPPEL_IMPOSTOR_LOG";
+use doppel_harness::command::WorldCommand;
+use doppel_harness::ids::{Pid, Signal};
+use doppel_harness::impostor as himp;
+use doppel_harness::proto::ExitStatus;
+use doppel_harness::world as hw;
 
 /// Why the harness could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
     /// The harness refused or failed.
-    #[error("harness: {0}")]
-    Harness(String),
-    /// A file of the world could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// Host path.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Harness(#[from] hw::WorldError),
+    /// An impostor could not be placed.
+    #[error(transparent)]
+    Impostor(#[from] himp::ImpostorError),
+    /// A path is not in the world.
+    #[error("{0:?} is not a world path")]
+    Path(String),
+    /// A pid is not a valid process ID.
+    #[error(transparent)]
+    Pid(#[from] doppel_harness::ids::InvalidPid),
 }
 
 /// What this machine can stage.
@@ -38,21 +41,44 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Detects capabilities through the harness.
+    /// Detects capabilities by opening (and closing) one world.
     pub fn detect() -> Machine {
-        Machine {
-            missing: vec![
-                (
-                    MachineNeed::World,
-                    "doppel-harness in this build does not open worlds yet".into(),
-                ),
-                (
-                    MachineNeed::PidPlacement,
-                    "doppel-harness in this build does not place PIDs yet".into(),
-                ),
-            ],
-            lines: vec![],
+        let mut m = Machine::default();
+        match hw::World::open(hw::WorldOptions::default()) {
+            Ok(w) => {
+                m.lines.push(format!(
+                    "world: ok ({}, pid placement by {}, pid_max {})",
+                    if w.in_user_namespace() {
+                        "user namespace"
+                    } else {
+                        "root, no user namespace"
+                    },
+                    if w.uses_set_tid() {
+                        "clone3 set_tid"
+                    } else {
+                        "ns_last_pid"
+                    },
+                    w.pid_max()
+                ));
+                let _ = w.close();
+            }
+            Err(e) => {
+                let mut why = error_chain(&e);
+                if std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+                    .is_ok_and(|v| v.trim() == "1")
+                    && !nix::unistd::geteuid().is_root()
+                {
+                    why.push_str(
+                        " (kernel.apparmor_restrict_unprivileged_userns=1 blocks user namespaces: run as root or set it to 0)",
+                    );
+                }
+                m.lines.push(format!("world: cannot open: {why}"));
+                m.missing.push((MachineNeed::World, why.clone()));
+                m.missing
+                    .push((MachineNeed::PidPlacement, "no world".into()));
+            }
         }
+        m
     }
 
     /// Why `need` is missing, if it is.
@@ -159,6 +185,11 @@ impl Census {
 pub enum ImpostorKind {
     /// A sleeper unrelated to the runtime.
     Unrelated,
+    /// A sleeper with exactly the victim's argv.
+    SameArgv {
+        /// The victim's argv.
+        argv: Vec<String>,
+    },
     /// Runs with the victim's executable path and argv.
     SameExe {
         /// The victim's /proc/PID/exe.
@@ -175,8 +206,7 @@ pub struct Impostor {
     pub pid: i32,
     /// Its start time.
     pub start_time: u64,
-    /// Host path of its signal log.
-    pub log: PathBuf,
+    inner: himp::Impostor,
 }
 
 /// What happened to an impostor.
@@ -251,91 +281,245 @@ pub struct Exec {
 /// One world.
 #[derive(Debug)]
 pub struct World {
-    _private: (),
+    inner: hw::World,
+    dir: String,
 }
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// How long the harness may wait for a killed process's PID to come free.
+const PID_FREE_DEADLINE: Duration = Duration::from_secs(5);
 
 impl World {
     /// Opens a world.
     pub fn open() -> Result<World, WorldError> {
-        Err(WorldError::Harness(
-            "doppel-harness in this build does not open worlds yet".into(),
-        ))
+        let inner = hw::World::open(hw::WorldOptions::default())?;
+        let dir = inner.root().display().to_string();
+        Ok(World { inner, dir })
     }
 
-    /// A private writable directory (world path).
+    /// The world's private writable directory (world path).
     pub fn dir(&self) -> &str {
-        "/"
+        &self.dir
     }
 
     /// Host path of a world path.
     pub fn host_path(&self, world_path: &str) -> PathBuf {
-        PathBuf::from(world_path)
+        let rel = world_path
+            .strip_prefix(self.dir.as_str())
+            .map(|r| r.trim_start_matches('/'));
+        match rel {
+            Some("") => self.inner.host_root_dir(),
+            Some(r) => self.inner.host_path(r).unwrap_or_else(|_| {
+                self.inner
+                    .host_root()
+                    .join(world_path.trim_start_matches('/'))
+            }),
+            None => self
+                .inner
+                .host_root()
+                .join(world_path.trim_start_matches('/')),
+        }
     }
 
     /// Runs a command to completion (killed at `deadline`).
     pub fn exec(
         &mut self,
-        _argv: &[String],
-        _stdin: &[u8],
-        _deadline: Duration,
+        argv: &[String],
+        stdin: &[u8],
+        deadline: Duration,
     ) -> Result<Exec, WorldError> {
-        Err(WorldError::Harness("no world".into()))
+        let (first, rest) = argv
+            .split_first()
+            .ok_or_else(|| WorldError::Path("empty argv".into()))?;
+        let cmd = WorldCommand::new(first.clone())
+            .args(rest.iter().cloned())
+            .stdin(stdin.to_vec());
+        let e = self.inner.run(&cmd, deadline)?;
+        let (code, signal) = match e.status {
+            ExitStatus::Exited(c) => (Some(c), None),
+            ExitStatus::Signaled(s) => (None, Some(s.get())),
+        };
+        Ok(Exec {
+            code,
+            signal,
+            stdout: e.stdout.bytes,
+            stderr: e.stderr.bytes,
+            timed_out: e.killed_on_timeout,
+        })
     }
 
-    /// Places an impostor at `pid` (after SIGKILLing the current holder), or anywhere.
+    /// Places an impostor: replacing the process at `replace` (SIGKILLed,
+    /// its PID waited free), or anywhere.
     pub fn impostor(
         &mut self,
-        _replace: Option<i32>,
-        _kind: &ImpostorKind,
-        _log: &str,
+        replace: Option<i32>,
+        kind: &ImpostorKind,
     ) -> Result<Impostor, WorldError> {
-        Err(WorldError::Harness("no world".into()))
+        let kind = match kind {
+            ImpostorKind::Unrelated => himp::ImpostorKind::Unrelated,
+            ImpostorKind::SameExe { exe, argv } => himp::ImpostorKind::SameExe {
+                exe: exe.clone(),
+                argv: argv.clone(),
+            },
+            ImpostorKind::SameArgv { argv } => himp::ImpostorKind::SameArgv { argv: argv.clone() },
+        };
+        let placement = match replace {
+            Some(p) => himp::Placement::Replacing {
+                victim: Pid::new(p)?,
+                timeout: PID_FREE_DEADLINE,
+            },
+            None => himp::Placement::Anywhere,
+        };
+        // A dead process's PID stays allocated while it still names a
+        // process group or session with live members (a shim's payload in
+        // the shim's group dies a moment after the shim): retry placement
+        // until the deadline.
+        let deadline = std::time::Instant::now() + PID_FREE_DEADLINE;
+        let inner = loop {
+            match self.inner.impostor(&kind, placement) {
+                Err(himp::ImpostorError::World(hw::WorldError::Remote(
+                    doppel_harness::RemoteError::PidTaken { .. },
+                ))) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                r => break r?,
+            }
+        };
+        Ok(Impostor {
+            pid: inner.pid.get(),
+            start_time: inner.start_time.0,
+            inner,
+        })
     }
 
-    /// SIGKILLs `pid` and waits until it is gone.
-    pub fn kill_and_wait(&mut self, _pid: i32) -> Result<(), WorldError> {
-        Err(WorldError::Harness("no world".into()))
+    /// Whether an impostor still runs and which signals it caught.
+    pub fn impostor_report(&self, imp: &Impostor) -> Result<ImpostorReport, WorldError> {
+        let signals = imp
+            .inner
+            .signals_received()?
+            .into_iter()
+            .map(|s| s.get())
+            .collect();
+        Ok(ImpostorReport {
+            alive: imp.inner.is_alive(&self.inner),
+            signals,
+        })
     }
 
-    /// Census; `secret` marks processes holding it.
-    pub fn census(&mut self, _secret: Option<&str>) -> Result<Census, WorldError> {
-        Err(WorldError::Harness("no world".into()))
+    /// Places a same-exe impostor at `replace`; when the executable does not
+    /// stay up (exits at once, e.g. a shim that wants its runtime's input on
+    /// stdin), places a same-argv sleeper instead. The bool says whether the
+    /// fallback was taken.
+    pub fn same_exe_or_argv(
+        &mut self,
+        replace: i32,
+        exe: &str,
+        argv: &[String],
+    ) -> Result<(Impostor, bool), WorldError> {
+        let kind = ImpostorKind::SameExe {
+            exe: exe.to_string(),
+            argv: argv.to_vec(),
+        };
+        let exited = match self.impostor(Some(replace), &kind) {
+            Ok(imp) => {
+                if self.impostor_exits_within(&imp, Duration::from_millis(300))? {
+                    true
+                } else {
+                    return Ok((imp, false));
+                }
+            }
+            Err(WorldError::Impostor(himp::ImpostorError::ExeMismatch {
+                actual: None, ..
+            })) => true,
+            Err(e) => return Err(e),
+        };
+        debug_assert!(exited);
+        let imp = self.impostor(
+            Some(replace),
+            &ImpostorKind::SameArgv {
+                argv: argv.to_vec(),
+            },
+        )?;
+        Ok((imp, true))
     }
-}
 
-/// Modes this binary may be re-executed in inside a world. Returns when the
-/// process is an ordinary invocation.
-pub fn dispatch_hidden_modes() {
-    if let Some(log) = std::env::var_os(IMPOSTOR_LOG_ENV) {
-        impostor_main(PathBuf::from(log));
-    }
-}
-
-/// The impostor: block every catchable signal, append each one received to
-/// the log (one number per line), never exit on its own. SIGKILL (and
-/// SIGSTOP) cannot be blocked; a SIGKILLed impostor shows up as gone.
-fn impostor_main(log: PathBuf) -> ! {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-    use nix::sys::signalfd::SignalFd;
-    use std::io::Write;
-
-    let mut mask = SigSet::all();
-    mask.remove(Signal::SIGKILL);
-    mask.remove(Signal::SIGSTOP);
-    let ok = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).is_ok();
-    let sfd = SignalFd::new(&mask);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log);
-    // Readiness: the log exists once the mask is in place.
-    let (Ok(sfd), true, Ok(file)) = (sfd, ok, file.as_mut()) else {
-        std::process::exit(70);
-    };
-    let _ = file.write_all(b"ready\n");
-    loop {
-        if let Ok(Some(info)) = sfd.read_signal() {
-            let _ = writeln!(file, "{}", info.ssi_signo);
+    /// Waits up to `timeout` for an impostor to exit on its own; true if it did.
+    pub fn impostor_exits_within(
+        &mut self,
+        imp: &Impostor,
+        timeout: Duration,
+    ) -> Result<bool, WorldError> {
+        match self.inner.wait(imp.inner.pid, timeout) {
+            Ok(_) => Ok(true),
+            Err(hw::WorldError::Remote(doppel_harness::RemoteError::WaitTimedOut { .. })) => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
         }
     }
+
+    /// SIGKILLs `pid` and waits (deadline) until it is gone or a zombie.
+    pub fn kill_and_wait(&mut self, pid: i32) -> Result<(), WorldError> {
+        let p = Pid::new(pid)?;
+        self.inner.signal(p, Signal::KILL)?;
+        let deadline = std::time::Instant::now() + PID_FREE_DEADLINE;
+        while self.inner.is_running(p, None) {
+            if std::time::Instant::now() >= deadline {
+                return Err(WorldError::Path(format!("pid {pid} survived SIGKILL")));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// Census; `secret` marks processes whose argv or environ hold it.
+    pub fn census(&mut self, secret: Option<&str>) -> Result<Census, WorldError> {
+        let c = self.inner.census()?;
+        let procs = c
+            .processes()
+            .iter()
+            .filter(|p| p.stat.pid.get() != 1)
+            .map(|p| Proc {
+                pid: p.stat.pid.get(),
+                ppid: p.stat.ppid,
+                state: p.stat.state,
+                cmdline: p.argv.clone(),
+                exe: p.exe.clone(),
+                start_time: p.stat.start_time.0,
+                holds_secret: secret.is_some_and(|s| {
+                    p.argv.iter().any(|a| a.contains(s)) || p.environ.iter().any(|e| e.contains(s))
+                }),
+            })
+            .collect();
+        let orphans = c
+            .reaped_orphans()
+            .iter()
+            .map(|o| Orphan {
+                pid: o.pid.get(),
+                cmdline: if o.argv.is_empty() {
+                    vec![o.comm.clone()]
+                } else {
+                    o.argv.clone()
+                },
+                status: format!("{:?}", o.status),
+            })
+            .collect();
+        Ok(Census { procs, orphans })
+    }
+}
+
+/// Modes this binary may be re-executed in inside a world (doppel-init,
+/// doppel-impostor). Returns when the process is an ordinary invocation.
+pub fn dispatch_hidden_modes() {
+    doppel_harness::init::dispatch();
 }

@@ -49,7 +49,7 @@ pub(crate) fn same_exe_impostor(s: &mut Scene<'_>) -> Verdict {
         .clone()
         .ok_or_else(|| NotStaged(format!("cannot read /proc/{pid}/exe")))?;
     let argv = victim.cmdline.clone();
-    let imp = replace_with_impostor(s, pid, ImpostorKind::SameExe { exe, argv })?;
+    let imp = s.same_exe_impostor(pid, &exe, &argv)?;
     let mut problems = Vec::new();
     problems.extend(state_problem(s, "victim", &[Status::Stopped])?);
     s.kill("victim", "KILL")?;
