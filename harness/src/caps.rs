@@ -250,10 +250,15 @@ fn detect_cgroup2() -> (Result<(), String>, Option<PathBuf>) {
     };
     let dir = mount.join(own.trim_start_matches('/'));
     if !dir.join("cgroup.kill").exists() {
-        return (
-            Err(format!("{dir:?} has no cgroup.kill (Linux 5.14+ needed)")),
-            Some(dir),
-        );
+        let why = if own.trim_matches('/').is_empty() {
+            format!(
+                "we are in the root cgroup of the cgroup2 hierarchy at {mount:?}, which has no \
+                 cgroup.kill (a delegated child cgroup is needed)"
+            )
+        } else {
+            format!("{dir:?} has no cgroup.kill (Linux 5.14+ needed)")
+        };
+        return (Err(why), Some(dir));
     }
     if rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_err() {
         return (Err(format!("{dir:?} is not writable by us")), Some(dir));

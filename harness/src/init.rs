@@ -94,6 +94,8 @@ pub struct WorldArgs {
     pub unmount_cgroup_unified: bool,
     /// Set the world's pid_max (kernel 6.14+ only).
     pub pid_max: Option<i32>,
+    /// Place PIDs with ns_last_pid even where clone3 set_tid works.
+    pub no_set_tid: bool,
 }
 
 /// A bad doppel-init command line.
@@ -125,6 +127,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitMode, 
     let mut workdir = None;
     let mut unmount = false;
     let mut pid_max = None;
+    let mut no_set_tid = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let a = a.to_string_lossy().into_owned();
@@ -154,6 +157,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitMode, 
                 )
             }
             "--unmount-cgroup-unified" => unmount = true,
+            "--no-set-tid" => no_set_tid = true,
             _ => return Err(InitArgsError::Unknown { arg: a }),
         }
     }
@@ -166,6 +170,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitMode, 
         })?,
         unmount_cgroup_unified: unmount,
         pid_max,
+        no_set_tid,
     }))
 }
 
@@ -216,6 +221,7 @@ fn setup_userns() -> Result<(), RemoteError> {
 }
 
 fn run_stub(args: WorldArgs) -> i32 {
+    sys::close_fds_except(args.control_fd);
     let fd = match sys::take_inherited_fd(args.control_fd) {
         Ok(fd) => fd,
         Err(errno) => {
@@ -358,7 +364,7 @@ fn pid1(mut control: UnixStream, args: &WorldArgs, userns: bool) -> i32 {
             .create(&private)
             .map_err(|e| io_err("mkdir init private dir", &e))?;
         let pid_max = read_pid_max();
-        let set_tid = probe_set_tid(2);
+        let set_tid = !args.no_set_tid && probe_set_tid(2);
         let mut mask = SigSet::empty();
         mask.add(NixSignal::SIGCHLD);
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
@@ -1371,6 +1377,7 @@ mod tests {
                 workdir: "/tmp/w".into(),
                 unmount_cgroup_unified: false,
                 pid_max: Some(500),
+                no_set_tid: false,
             }))
         );
         assert_eq!(

@@ -316,3 +316,24 @@ pub fn take_inherited_fd(fd: RawFd) -> Result<std::os::fd::OwnedFd, Errno> {
     // by its parent for exclusive use; nothing else in the process owns it.
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
+
+/// Closes every fd above 2 except `keep` (fds a harness process leaked to
+/// us without CLOEXEC must not reach world processes).
+pub fn close_fds_except(keep: RawFd) {
+    let ranges: [(u32, u32); 2] = if keep >= 3 {
+        [(3, keep as u32 - 1), (keep as u32 + 1, u32::MAX)]
+    } else {
+        [(3, u32::MAX), (1, 0)]
+    };
+    for (first, last) in ranges {
+        if first > last {
+            continue;
+        }
+        // SAFETY: close_range only closes descriptors; the process is a fresh
+        // single-threaded doppel-init that owns no Rust objects wrapping them
+        // (the kept control fd is excluded).
+        unsafe {
+            libc::syscall(libc::SYS_close_range, first, last, 0u32);
+        }
+    }
+}

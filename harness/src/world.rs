@@ -51,6 +51,9 @@ pub struct WorldOptions {
     pub pid_max: Option<i32>,
     /// Deadline for init to report Ready.
     pub open_timeout: Duration,
+    /// Place PIDs through `ns_last_pid` even where clone3 `set_tid` works
+    /// (to exercise the fallback).
+    pub force_ns_last_pid: bool,
 }
 
 impl Default for WorldOptions {
@@ -61,6 +64,7 @@ impl Default for WorldOptions {
             unmount_cgroup_unified: false,
             pid_max: None,
             open_timeout: Duration::from_secs(10),
+            force_ns_last_pid: false,
         }
     }
 }
@@ -296,6 +300,9 @@ impl World {
             .stderr(Stdio::inherit());
         if opts.unmount_cgroup_unified {
             cmd.arg("--unmount-cgroup-unified");
+        }
+        if opts.force_ns_last_pid {
+            cmd.arg("--no-set-tid");
         }
         if let Some(m) = opts.pid_max {
             cmd.arg("--pid-max").arg(m.to_string());

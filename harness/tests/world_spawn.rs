@@ -152,3 +152,69 @@ fn exec_failure_and_missing_program_are_typed() {
 fn libc_enoent() -> i32 {
     2
 }
+
+#[test]
+fn ns_last_pid_fallback_hits_the_exact_pid_200_times() {
+    skip_without_worlds!();
+    if let Some(r) = common::caps().ns_last_pid.reason() {
+        eprintln!("SKIPPED: ns_last_pid unavailable: {r}");
+        return;
+    }
+    let w = doppel_harness::World::open(doppel_harness::WorldOptions {
+        force_ns_last_pid: true,
+        ..common::options()
+    })
+    .unwrap();
+    assert!(!w.uses_set_tid());
+    let cmd = WorldCommand::new("/bin/true");
+    for i in 0..200 {
+        let want = Pid::new(2000 + i * 41).unwrap();
+        let s = w.spawn_at(want, &cmd).unwrap();
+        assert_eq!(s.pid, want, "attempt {i}");
+        w.wait(s.pid, Duration::from_secs(10)).unwrap();
+    }
+    let sleeper = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    let err = w.spawn_at(sleeper.pid, &cmd).unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::PidTaken { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn wraparound_placement_reaches_a_recycled_pid() {
+    skip_without_worlds!();
+    if let Some(r) = common::caps().per_ns_pid_max.reason() {
+        eprintln!("SKIPPED: {r}");
+        return;
+    }
+    let w = doppel_harness::World::open(doppel_harness::WorldOptions {
+        pid_max: Some(1000),
+        ..common::options()
+    })
+    .unwrap();
+    assert_eq!(w.pid_max(), 1000);
+    // A victim is born and dies; its PID must come round again.
+    let victim = w.spawn(&WorldCommand::new("/bin/true")).unwrap();
+    w.wait(victim.pid, Duration::from_secs(10)).unwrap();
+    let target = Pid::new(400).unwrap();
+    let placed = w
+        .place_by_wraparound(target, &WorldCommand::new("/bin/sleep").arg("1000"), None)
+        .unwrap();
+    assert_eq!(placed.spawned.pid, target);
+    assert!(placed.forks > 300, "forks: {}", placed.forks);
+    // Below 300 the kernel never comes back after a wrap: typed NotStaged.
+    let err = w
+        .place_by_wraparound(
+            Pid::new(100).unwrap(),
+            &WorldCommand::new("/bin/true"),
+            Some(3000),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::NotStaged { .. })),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,125 @@
+//! Census: zombies with parents, secrets, reaped orphans, open fds.
+
+mod common;
+
+use common::{open_world, skip_without_worlds};
+use doppel_harness::census::SecretLocation;
+use doppel_harness::{ExitStatus, WorldCommand};
+
+#[test]
+fn census_finds_planted_zombies_with_their_parent() {
+    skip_without_worlds!();
+    let w = open_world();
+    let f = w.zombie_factory(5).unwrap();
+    assert_eq!(f.zombies.len(), 5);
+    let c = w.census().unwrap();
+    let zs = c.zombies();
+    assert_eq!(zs.len(), 5, "{zs:?}");
+    for z in &zs {
+        assert!(f.zombies.contains(&z.process.stat.pid));
+        assert_eq!(z.parent.map(|p| p.stat.pid), Some(f.pid));
+    }
+    assert_eq!(c.zombies_of(f.pid).len(), 5);
+}
+
+#[test]
+fn census_finds_a_secret_in_environ_and_not_an_absent_one() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w
+        .spawn(
+            &WorldCommand::new("/bin/sleep")
+                .arg("1000")
+                .env("REFBOX_TOKEN", "s3cr3t-7f1c"),
+        )
+        .unwrap();
+    let other = w
+        .spawn(&WorldCommand::new("/bin/sleep").args(["1000"]))
+        .unwrap();
+    let c = w.census().unwrap();
+    let hits = c.containing_secret("s3cr3t-7f1c");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].pid, s.pid);
+    assert_eq!(
+        hits[0].location,
+        SecretLocation::Environ("REFBOX_TOKEN".into())
+    );
+    assert!(c.containing_secret("never-planted-secret").is_empty());
+    assert!(c.process(other.pid).is_some());
+    // argv is searched too.
+    let a = w
+        .spawn(
+            &WorldCommand::new("/bin/sleep")
+                .arg("1000")
+                .arg0("leak=argv-secret"),
+        )
+        .unwrap();
+    let c = w.census().unwrap();
+    let hits = c.containing_secret("argv-secret");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].pid, a.pid);
+    assert_eq!(hits[0].location, SecretLocation::Argv(0));
+}
+
+#[test]
+fn orphans_reaped_by_init_are_recorded() {
+    skip_without_worlds!();
+    let w = open_world();
+    let orphan = w.make_orphan(7).unwrap();
+    let c = w.census().unwrap();
+    let rec = c
+        .reaped_orphans()
+        .iter()
+        .find(|o| o.pid == orphan)
+        .unwrap_or_else(|| panic!("orphan {orphan} not recorded: {:?}", c.reaped_orphans()));
+    assert_eq!(rec.status, ExitStatus::Exited(7));
+    assert!(!rec.comm.is_empty());
+    assert!(rec.start_time.is_some());
+}
+
+#[test]
+fn reaped_orphan_argv_comes_from_the_census_cache() {
+    skip_without_worlds!();
+    let w = open_world();
+    let daemon = w.daemon().unwrap();
+    let argv = w
+        .census()
+        .unwrap()
+        .process(daemon.pid)
+        .unwrap()
+        .argv
+        .clone();
+    assert!(!argv.is_empty());
+    w.signal(daemon.pid, doppel_harness::Signal::KILL).unwrap();
+    // init reaps it; poll the census (each call is a round trip) with a bound.
+    for _ in 0..10_000 {
+        let c = w.census().unwrap();
+        if let Some(o) = c.reaped_orphans().iter().find(|o| o.pid == daemon.pid) {
+            assert_eq!(o.argv, argv);
+            assert_eq!(o.status, ExitStatus::Signaled(doppel_harness::Signal::KILL));
+            return;
+        }
+    }
+    panic!("daemon never reaped");
+}
+
+#[test]
+fn census_lists_open_fds() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    let c = w.census().unwrap();
+    let fds = c.open_fds(s.pid);
+    let nums: Vec<i32> = fds.iter().map(|f| f.0).collect();
+    assert_eq!(
+        nums,
+        vec![0, 1, 2],
+        "no control socket or other init fd leaks: {fds:?}"
+    );
+    assert!(fds[1].1.contains(".doppel-init"), "{fds:?}");
+    let init = c.process(doppel_harness::Pid::INIT).unwrap();
+    assert!(!init.spawned_by_init);
+    assert!(c.process(s.pid).unwrap().spawned_by_init);
+}

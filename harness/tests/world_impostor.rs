@@ -1,0 +1,247 @@
+//! Impostors of every kind, and same-tick staging.
+
+mod common;
+
+use common::{open_world, skip_without_worlds};
+use doppel_harness::impostor::{ImpostorKind, Placement};
+use doppel_harness::{
+    ImpostorError, Pid, RemoteError, Signal, StartTime, WorldCommand, WorldError,
+};
+use std::time::Duration;
+
+#[test]
+fn unrelated_impostor_logs_signals_and_survives() {
+    skip_without_worlds!();
+    let w = open_world();
+    let imp = w
+        .impostor(&ImpostorKind::Unrelated, Placement::Anywhere)
+        .unwrap();
+    assert!(imp.is_alive(&w));
+    w.signal(imp.pid, Signal::TERM).unwrap();
+    w.signal(imp.pid, Signal::USR1).unwrap();
+    // Signals are logged by the handler; wait on the log (bounded), no sleeps.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while std::time::Instant::now() < deadline {
+        got = imp.signals_received().unwrap();
+        if got.len() >= 2 {
+            break;
+        }
+        // Census is a round trip to init: it paces the loop without sleeping.
+        let _ = w.census().unwrap();
+    }
+    assert_eq!(got, vec![Signal::TERM, Signal::USR1]);
+    assert!(imp.is_alive(&w), "impostor survives SIGTERM");
+}
+
+#[test]
+fn same_argv_impostor_has_the_victims_cmdline() {
+    skip_without_worlds!();
+    let w = open_world();
+    let argv: Vec<String> = [
+        "/usr/bin/refbox-shim",
+        "--box",
+        "box-1",
+        "--state",
+        "/run/refbox",
+    ]
+    .map(String::from)
+    .to_vec();
+    let imp = w
+        .impostor(
+            &ImpostorKind::SameArgv { argv: argv.clone() },
+            Placement::At(Pid::new(4321).unwrap()),
+        )
+        .unwrap();
+    assert_eq!(imp.pid.get(), 4321);
+    let census = w.census().unwrap();
+    assert_eq!(census.process(imp.pid).unwrap().argv, argv);
+}
+
+#[test]
+fn prefix_id_impostor_carries_the_longer_id() {
+    skip_without_worlds!();
+    let w = open_world();
+    let argv: Vec<String> = ["shim", "--id", "box-1", "/run/box-1/state"]
+        .map(String::from)
+        .to_vec();
+    let imp = w
+        .impostor(
+            &ImpostorKind::PrefixId {
+                argv,
+                victim_id: "box-1".into(),
+                suffix: "0".into(),
+            },
+            Placement::Anywhere,
+        )
+        .unwrap();
+    let census = w.census().unwrap();
+    assert_eq!(
+        census.process(imp.pid).unwrap().argv,
+        ["shim", "--id", "box-10", "/run/box-10/state"]
+    );
+}
+
+#[test]
+fn same_exe_impostor_runs_the_given_executable() {
+    skip_without_worlds!();
+    let w = open_world();
+    let exe = std::fs::canonicalize("/bin/sleep")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let imp = w
+        .impostor(
+            &ImpostorKind::SameExe {
+                exe: exe.clone(),
+                argv: vec!["sleep".into(), "1000".into()],
+            },
+            Placement::Anywhere,
+        )
+        .unwrap();
+    let census = w.census().unwrap();
+    assert_eq!(
+        census.process(imp.pid).unwrap().exe.as_deref(),
+        Some(exe.as_str())
+    );
+    assert!(imp.signals_log.is_none());
+}
+
+#[test]
+fn replacing_a_victim_takes_its_pid() {
+    skip_without_worlds!();
+    let w = open_world();
+    let victim = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    let imp = w
+        .impostor(
+            &ImpostorKind::Unrelated,
+            Placement::Replacing {
+                victim: victim.pid,
+                timeout: Duration::from_secs(10),
+            },
+        )
+        .unwrap();
+    assert_eq!(imp.pid, victim.pid);
+    assert_eq!(imp.victim_start, Some(victim.start_time));
+    assert!(imp.is_alive(&w));
+}
+
+#[test]
+fn replacing_an_orphaned_daemon_takes_its_pid() {
+    skip_without_worlds!();
+    let w = open_world();
+    let daemon = w.daemon().unwrap();
+    let imp = w
+        .impostor(
+            &ImpostorKind::Unrelated,
+            Placement::Replacing {
+                victim: daemon.pid,
+                timeout: Duration::from_secs(10),
+            },
+        )
+        .unwrap();
+    assert_eq!(imp.pid, daemon.pid);
+    let census = w.census().unwrap();
+    assert!(census.reaped_orphans().iter().any(|o| o.pid == daemon.pid));
+}
+
+#[test]
+fn same_tick_impostor_matches_the_victims_start_time() {
+    skip_without_worlds!();
+    let w = open_world();
+    let victim = WorldCommand::new("/bin/sleep").arg("1000");
+    let argv: Vec<String> = victim.argv().to_vec();
+    let st = w
+        .same_tick_impostor(&victim, &ImpostorKind::SameArgv { argv: argv.clone() }, 20)
+        .unwrap();
+    assert!((1..=20).contains(&st.attempts));
+    let imp = &st.impostor;
+    assert!(imp.same_tick_as_victim());
+    assert_eq!(Some(imp.start_time), imp.victim_start);
+    let stat = w.proc_stat(imp.pid).unwrap();
+    assert_eq!(
+        stat.start_time, imp.start_time,
+        "what /proc says, not just what init said"
+    );
+    assert_eq!(w.census().unwrap().process(imp.pid).unwrap().argv, argv);
+}
+
+#[test]
+fn same_tick_staging_reports_not_staged_when_impossible() {
+    skip_without_worlds!();
+    let w = open_world();
+    // An impostor that fails to exec can never be staged: typed error, no panic.
+    let err = w
+        .stage_same_tick(
+            &WorldCommand::new("/bin/sleep").arg("1000"),
+            &WorldCommand::new("/nonexistent"),
+            3,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::ExecFailed { .. })),
+        "{err:?}"
+    );
+    let err = w
+        .stage_same_tick(
+            &WorldCommand::new("/bin/true"),
+            &WorldCommand::new("/bin/true"),
+            0,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::BadRequest { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn same_tick_success_rate_is_reported() {
+    skip_without_worlds!();
+    let w = open_world();
+    let victim = WorldCommand::new("/bin/sleep").arg("1000");
+    let mut first_try = 0;
+    let mut staged = 0;
+    for _ in 0..20 {
+        match w.stage_same_tick(&victim, &WorldCommand::new("/bin/sleep").arg("1000"), 20) {
+            Ok(s) => {
+                staged += 1;
+                if s.attempts == 1 {
+                    first_try += 1;
+                }
+                assert_eq!(s.impostor.start_time, s.victim_start);
+                assert_eq!(w.proc_stat(s.pid).unwrap().start_time, s.victim_start);
+                w.signal(s.pid, Signal::KILL).unwrap();
+                w.wait(s.pid, Duration::from_secs(10)).unwrap();
+            }
+            Err(WorldError::Remote(RemoteError::NotStaged { reason, attempts })) => {
+                eprintln!("not staged after {attempts}: {reason}");
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    eprintln!(
+        "same-tick: {staged}/20 staged, {first_try}/20 on the first attempt (tick = 1/{} s)",
+        StartTime::ticks_per_second()
+    );
+    assert!(staged > 0);
+}
+
+#[test]
+fn missing_impostor_binary_is_a_typed_error() {
+    skip_without_worlds!();
+    let w = doppel_harness::World::open(doppel_harness::WorldOptions {
+        impostor_program: Some("/nonexistent/doppel-impostor".into()),
+        ..common::options()
+    })
+    .unwrap();
+    // Explicit path missing falls back to the sibling lookup; a missing sibling
+    // would be NotFound. Either way no panic:
+    match w.impostor(&ImpostorKind::Unrelated, Placement::Anywhere) {
+        Ok(i) => assert!(i.is_alive(&w)),
+        Err(ImpostorError::NotFound(e)) => eprintln!("{e}"),
+        Err(e) => panic!("{e:?}"),
+    }
+}
