@@ -344,6 +344,12 @@ impl ChildRecordWriter {
     }
 }
 
+// f_type is i64 on x86_64 but narrower elsewhere.
+#[allow(clippy::unnecessary_cast)]
+fn is_pidfs(s: &rustix::fs::StatFs) -> bool {
+    s.f_type as i64 == PIDFS_MAGIC
+}
+
 /// Facts about this machine that verification compares against.
 #[derive(Debug, Clone, Copy)]
 pub struct HostFacts {
@@ -360,7 +366,7 @@ impl HostFacts {
         let boot_id = BootId::current()?;
         let pidfs = rustix::process::pidfd_open(rustix::process::getpid(), PidfdFlags::empty())
             .and_then(rustix::fs::fstatfs)
-            .map(|s| s.f_type as i64 == PIDFS_MAGIC)
+            .map(|s| is_pidfs(&s))
             .unwrap_or(false);
         Ok(HostFacts { boot_id, pidfs })
     }

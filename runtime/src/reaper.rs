@@ -21,6 +21,8 @@ struct Slot {
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
     detached: bool,
+    /// Exited but reaped by someone else (a non-scoped waitpid elsewhere).
+    lost: bool,
 }
 
 #[derive(Default)]
@@ -123,6 +125,7 @@ impl Reaper {
                 pidfd,
                 status: None,
                 detached: false,
+                lost: false,
             },
         );
         self.inner.wake();
@@ -166,8 +169,13 @@ impl Registration {
         let deadline = Instant::now() + timeout;
         let mut table = self.inner.table.lock().expect("reaper lock");
         loop {
-            if let Some(status) = table.slots.get(&self.pid).and_then(|s| s.status) {
-                return Some(status);
+            match table.slots.get(&self.pid) {
+                Some(Slot {
+                    status: Some(status),
+                    ..
+                }) => return Some(*status),
+                Some(Slot { lost: true, .. }) | None => return None,
+                Some(_) => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || table.shutdown {
@@ -187,7 +195,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut table = self.inner.table.lock().expect("reaper lock");
         match table.slots.get_mut(&self.pid) {
-            Some(slot) if slot.status.is_some() => {
+            Some(slot) if slot.status.is_some() || slot.lost => {
                 table.slots.remove(&self.pid);
             }
             Some(slot) => slot.detached = true,
@@ -207,7 +215,7 @@ fn run(inner: &Inner, wake_rx: OwnedFd) {
             table
                 .slots
                 .iter()
-                .filter(|(_, s)| s.status.is_none())
+                .filter(|(_, s)| s.status.is_none() && !s.lost)
                 .filter_map(|(&pid, s)| s.pidfd.try_clone().ok().map(|fd| (pid, fd)))
                 .collect()
         };
@@ -234,13 +242,39 @@ fn run(inner: &Inner, wake_rx: OwnedFd) {
         }
         let reaped = (inner.reap)(&ready);
         let mut table = inner.table.lock().expect("reaper lock");
-        for (pid, status) in reaped {
+        for &(pid, status) in &reaped {
             match table.slots.get_mut(&pid) {
                 Some(slot) if slot.detached => {
                     table.slots.remove(&pid);
                 }
                 Some(slot) => slot.status = Some(status),
                 None => {}
+            }
+        }
+        // A ready pid the strategy did not reap was reaped elsewhere (its
+        // pidfd stays readable forever): mark it lost so we stop polling it.
+        for pid in ready
+            .iter()
+            .filter(|p| !reaped.iter().any(|(r, _)| r == *p))
+        {
+            let gone = table.slots.get(pid).is_some_and(|slot| {
+                let opts = rustix::process::WaitIdOptions::EXITED
+                    | rustix::process::WaitIdOptions::NOHANG
+                    | rustix::process::WaitIdOptions::NOWAIT;
+                matches!(
+                    rustix::process::waitid(
+                        rustix::process::WaitId::PidFd(slot.pidfd.as_fd()),
+                        opts
+                    ),
+                    Err(rustix::io::Errno::CHILD)
+                )
+            });
+            if gone {
+                if table.slots.get(pid).is_some_and(|s| s.detached) {
+                    table.slots.remove(pid);
+                } else if let Some(slot) = table.slots.get_mut(pid) {
+                    slot.lost = true;
+                }
             }
         }
         inner.changed.notify_all();

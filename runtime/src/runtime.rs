@@ -375,12 +375,11 @@ impl Runtime {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         fswrite::check_parent_dir(parent, uid).map_err(refuse)?;
-        match rustix::fs::lstat(root) {
-            Err(rustix::io::Errno::NOENT) => match (strategies.make_dir)(root) {
+        if let Err(rustix::io::Errno::NOENT) = rustix::fs::lstat(root) {
+            match (strategies.make_dir)(root) {
                 Ok(()) | Err(WriteError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(refuse(e)),
-            },
-            _ => {}
+            }
         }
         fswrite::check_private_dir(root, uid).map_err(refuse)?;
         Ok(Runtime {

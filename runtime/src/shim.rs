@@ -133,26 +133,31 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
         }
         let payload_done = fds.get(1).is_some_and(|f| !f.revents().is_empty());
         drop(fds);
+        // Drain everything pending first: standard signals dequeue before
+        // realtime ones, but a start request sent before a TERM must win.
+        let mut pending = Vec::new();
         while let Some(sig) = sigfd.read().map_err(io_err("read signalfd"))? {
-            match (&payload, sig == start) {
-                (None, true) => {
-                    let cfg = config.take().expect("config kept until start");
-                    match spawn_payload(&program, &cfg, me) {
-                        Ok(p) => payload = Some(p),
-                        Err(e) => {
-                            write_exit(
-                                Some(127),
-                                None,
-                                Some(format!("payload failed to start: {e}")),
-                            )?;
-                            return Ok(127);
-                        }
-                    }
+            pending.push(sig);
+        }
+        if payload.is_none() && pending.contains(&start) {
+            let cfg = config.take().expect("config kept until start");
+            match spawn_payload(&program, &cfg, me) {
+                Ok(p) => payload = Some(p),
+                Err(e) => {
+                    write_exit(
+                        Some(127),
+                        None,
+                        Some(format!("payload failed to start: {e}")),
+                    )?;
+                    return Ok(127);
                 }
-                (Some(_), true) => {}
-                (None, false) => return Ok(128 + sig), // stopped before start: nothing to record
-                (Some(p), false) => {
-                    // The group is pinned by the unreaped payload leader.
+            }
+        }
+        for sig in pending.into_iter().filter(|&s| s != start) {
+            match &payload {
+                None => return Ok(128 + sig), // stopped before start: nothing to record
+                // The group is pinned by the unreaped payload leader.
+                Some(p) => {
                     let _ = sys::kill_raw(-p.pid.get(), sig);
                 }
             }

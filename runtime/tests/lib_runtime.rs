@@ -1,0 +1,211 @@
+//! Library mode (`refbox::Runtime` in-process) with real shims, outside
+//! worlds: the scoped reaper, failed inits, lifecycle and crash evidence.
+//! Every process is owned by the test's [`common::Reaped`] guard.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use refbox::runtime::KillOutcome;
+use refbox::status::{IdentityKind, Status};
+use refbox::{BoxId, CreateOptions, Pid, Runtime, RuntimeError, Strategies};
+
+fn runtime(root: &std::path::Path, strategies: Strategies) -> Runtime {
+    let mut rt = Runtime::open(root, strategies).expect("open root");
+    rt.set_shim_path(common::shim_bin());
+    rt
+}
+
+fn opts(id: &str, argv: &[&str]) -> CreateOptions {
+    CreateOptions {
+        id: BoxId::new(id).unwrap(),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        secret: None,
+    }
+}
+
+#[test]
+fn eight_failed_inits_leave_no_zombies() {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    for i in 0..8 {
+        let err = rt
+            .create(&opts(&format!("bad-{i}"), &["/nonexistent/program"]))
+            .unwrap_err();
+        assert!(matches!(err, RuntimeError::ShimFailed { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/program"), "{err}");
+    }
+    assert_eq!(common::zombie_children(), Vec::<i32>::new());
+    assert!(rt.registered_children().is_empty());
+    // A failed create leaves no box behind.
+    assert!(rt.list().boxes.is_empty());
+}
+
+/// The naive reaper, for showing that the test below can fail.
+fn reap_any(_registered: &[Pid]) -> Vec<(Pid, ExitStatus)> {
+    let mut out = Vec::new();
+    // rustix's waitpid(None) is waitpid(0) (own group); wait() is wait4(-1).
+    while let Ok(Some((pid, st))) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+        out.push((
+            Pid::new(i64::from(pid.as_raw_nonzero().get())).unwrap(),
+            ExitStatus::from_raw(st.as_raw()),
+        ));
+    }
+    out
+}
+
+/// Spawns an embedder child that exits 7, lets it become a zombie, then makes
+/// the runtime's reaper act (a box is killed); returns what the embedder's
+/// own wait() saw.
+fn embedder_wait_with(strategies: Strategies) -> std::io::Result<ExitStatus> {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, strategies);
+    let id = BoxId::new("b").unwrap();
+    rt.create(&opts("b", &["sleep", "100"])).unwrap();
+    rt.start(&id, None).unwrap();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "exit 7"])
+        .spawn()
+        .unwrap();
+    // Wait (without reaping) until the embedder's child has exited.
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    assert!(refbox::identity::wait_pidfd(
+        &pidfd,
+        Duration::from_secs(10)
+    ));
+    rt.delete(&id, true).unwrap();
+    // Registered shims are reaped before delete returns? Not necessarily:
+    // wait for the reaper to have nothing left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !rt.registered_children().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    child.wait()
+}
+
+#[test]
+fn embedder_child_exit_code_is_never_stolen() {
+    let status = embedder_wait_with(Strategies::default()).expect("embedder's wait works");
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+fn a_waitpid_minus_one_reaper_would_steal_it() {
+    // Proves the test above can fail: with the naive strategy the embedder's
+    // wait() finds nothing (ECHILD) or a wrong status.
+    let strategies = Strategies {
+        reap: reap_any,
+        ..Strategies::default()
+    };
+    let r = embedder_wait_with(strategies);
+    assert!(r.is_err() || r.unwrap().code() != Some(7));
+}
+
+#[test]
+fn lifecycle_create_start_kill_restart_keeps_crash_evidence() {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("life").unwrap();
+    rt.create(&opts("life", &["sh", "-c", "exit 3"])).unwrap();
+    let s = rt.state(&id).unwrap();
+    assert_eq!(
+        (s.status, s.identity),
+        (Status::Created, IdentityKind::Verified)
+    );
+    rt.start(&id, None).unwrap();
+    let s = rt.wait_stopped(&id).unwrap();
+    assert_eq!(s.status, Status::Stopped);
+    assert_eq!(s.exit.as_ref().and_then(|e| e.code), Some(3));
+    assert!(s.exit_previous.is_none());
+    // A fresh runtime (a new CLI invocation) sees the same evidence.
+    let rt2 = runtime(&root, Strategies::default());
+    assert!(matches!(
+        rt2.kill(&id, libc::SIGTERM).unwrap(),
+        KillOutcome::NotRunning { .. }
+    ));
+    rt2.start(&id, None).unwrap();
+    let s = rt2.wait_stopped(&id).unwrap();
+    assert_eq!(s.exit.as_ref().and_then(|e| e.code), Some(3));
+    assert_eq!(s.exit_previous.as_ref().and_then(|e| e.code), Some(3));
+    assert!(s.exit.unwrap().time_unix_ms >= s.exit_previous.unwrap().time_unix_ms);
+    rt2.delete(&id, false).unwrap();
+    assert!(!root.join("life").exists());
+}
+
+#[test]
+fn kill_forwards_to_payload_and_exit_is_recorded() {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("k").unwrap();
+    rt.create(&opts("k", &["sleep", "100"])).unwrap();
+    rt.start(&id, None).unwrap();
+    assert_eq!(rt.state(&id).unwrap().status, Status::Running);
+    assert!(matches!(
+        rt.kill(&id, libc::SIGTERM).unwrap(),
+        KillOutcome::Signalled { .. }
+    ));
+    let s = rt.wait_stopped(&id).unwrap();
+    assert_eq!(s.exit.and_then(|e| e.signal), Some(libc::SIGTERM));
+    assert!(matches!(rt.delete(&id, false), Ok(())));
+}
+
+#[test]
+fn delete_refuses_running_without_force() {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("r").unwrap();
+    rt.create(&opts("r", &["sleep", "100"])).unwrap();
+    rt.start(&id, None).unwrap();
+    assert!(matches!(
+        rt.delete(&id, false),
+        Err(RuntimeError::Running { .. })
+    ));
+    rt.delete(&id, true).unwrap();
+    assert!(!root.join("r").exists());
+}
+
+#[test]
+fn secrets_reach_payload_stdin_not_argv_or_environ() {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("s").unwrap();
+    let mut o = opts("s", &["sh", "-c", "cat; sleep 100"]);
+    o.secret = Some(b"hunter2-secret".to_vec());
+    rt.create(&o).unwrap();
+    rt.start(&id, None).unwrap();
+    let out = root.join("s/log/output");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !common::read(&out).contains("hunter2-secret") && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(
+        common::read(&out).contains("hunter2-secret"),
+        "payload got the secret on stdin"
+    );
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        for f in ["cmdline", "environ"] {
+            let b = std::fs::read(entry.path().join(f)).unwrap_or_default();
+            assert!(
+                !b.windows(14).any(|w| w == b"hunter2-secret"),
+                "secret in {}/{f}",
+                entry.path().display()
+            );
+        }
+    }
+    // state.json keeps no secrets either.
+    assert!(!common::read(&root.join("s/state.json")).contains("hunter2"));
+    rt.delete(&id, true).unwrap();
+}
