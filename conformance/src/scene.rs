@@ -15,8 +15,20 @@ use crate::world::World;
 
 pub use crate::world::{Census, Impostor, ImpostorKind, ImpostorReport, Machine, Plant, Proc};
 
-/// How long one runtime command may take before it is killed and reported as hung.
+/// How long one runtime command may take before it is killed and reported
+/// as hung, unless `DOPPEL_COMMAND_DEADLINE_MS` says otherwise.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(10);
+/// Environment variable overriding [`COMMAND_DEADLINE`] (milliseconds).
+pub const COMMAND_DEADLINE_ENV: &str = "DOPPEL_COMMAND_DEADLINE_MS";
+
+/// The deadline in force for runtime commands.
+pub fn command_deadline() -> Duration {
+    std::env::var(COMMAND_DEADLINE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(COMMAND_DEADLINE)
+}
 /// How long a box may take to reach a status the case waits for.
 pub const STATUS_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -75,8 +87,9 @@ impl Run {
         self.code == Some(0)
     }
 
-    /// A Rust panic (exit 101 or "panicked at" on stderr) or a fatal signal other than our deadline kill.
-    pub fn panicked(&self) -> bool {
+    /// Crashed: a Rust panic (exit 101 or "panicked at" on stderr), or killed
+    /// by a signal other than the deadline's.
+    pub fn crashed(&self) -> bool {
         self.code == Some(101)
             || self.stderr.contains("panicked at")
             || (self.signal.is_some() && !self.timed_out)
@@ -85,7 +98,10 @@ impl Run {
     /// One line for evidence.
     pub fn summary(&self) -> String {
         let end = match (self.code, self.signal, self.timed_out) {
-            (_, _, true) => format!("killed after {} ms deadline", COMMAND_DEADLINE.as_millis()),
+            (_, _, true) => format!(
+                "killed at the {} ms deadline",
+                command_deadline().as_millis()
+            ),
             (Some(c), _, _) => format!("exit {c}"),
             (_, Some(s), _) => format!("killed by signal {s}"),
             _ => "?".into(),
@@ -191,7 +207,7 @@ impl<'a> Scene<'a> {
 
     fn exec(&mut self, argv: Vec<String>, stdin: &[u8]) -> Result<Run, NotStaged> {
         let start = Instant::now();
-        let e = self.world.exec(&argv, stdin, COMMAND_DEADLINE)?;
+        let e = self.world.exec(&argv, stdin, command_deadline())?;
         let run = Run {
             argv,
             code: e.code,

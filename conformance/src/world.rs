@@ -341,9 +341,13 @@ impl World {
         let (first, rest) = argv
             .split_first()
             .ok_or_else(|| WorldError::Path("empty argv".into()))?;
+        // A session (and process group) of its own: the process group is
+        // not bounded by the PID namespace, so without this a runtime that
+        // does kill(0, ...) would signal the harness's group on the host.
         let cmd = WorldCommand::new(first.clone())
             .args(rest.iter().cloned())
-            .stdin(stdin.to_vec());
+            .stdin(stdin.to_vec())
+            .setsid(true);
         let e = self.inner.run(&cmd, deadline)?;
         let (code, signal) = match e.status {
             ExitStatus::Exited(c) => (Some(c), None),

@@ -26,9 +26,9 @@ fn planted_record(s: &mut Scene<'_>, id: &str, plant: Plant) -> Result<Vec<Strin
             run.summary()
         ));
     }
-    if run.panicked() {
+    if run.crashed() {
         problems.push(format!(
-            "state {id} with a {what} record panicked: {}",
+            "state {id} with a {what} record crashed: {}",
             run.summary()
         ));
     }
@@ -37,9 +37,9 @@ fn planted_record(s: &mut Scene<'_>, id: &str, plant: Plant) -> Result<Vec<Strin
         if hung(&run) {
             problems.push(format!("{op} with a {what} record hung: {}", run.summary()));
         }
-        if run.panicked() {
+        if run.crashed() {
             problems.push(format!(
-                "{op} with a {what} record panicked: {}",
+                "{op} with a {what} record crashed: {}",
                 run.summary()
             ));
         }
@@ -60,7 +60,7 @@ fn planted_record(s: &mut Scene<'_>, id: &str, plant: Plant) -> Result<Vec<Strin
 }
 
 pub(crate) fn oversized_record(s: &mut Scene<'_>) -> Verdict {
-    let problems = planted_record(s, "big", Plant::Oversized { bytes: 2 << 30 })?;
+    let problems = planted_record(s, "big", Plant::Oversized { bytes: 1 << 40 })?;
     judge(
         "an oversized record is skipped or refused promptly, left in place, and healthy boxes still handled",
         problems,
@@ -146,9 +146,9 @@ pub(crate) fn garbage_record(s: &mut Scene<'_>) -> Verdict {
         let what = plant.to_string();
         s.plant(&path, plant)?;
         let (run, st) = s.state(&id)?;
-        if run.panicked() {
+        if run.crashed() {
             problems.push(format!(
-                "state on a {what} record panicked: {}",
+                "state on a {what} record crashed: {}",
                 run.summary()
             ));
         } else if hung(&run) {
@@ -182,7 +182,7 @@ pub(crate) fn bad_record_isolated(s: &mut Scene<'_>) -> Verdict {
     let h2 = live_box(s, "healthy2")?;
     let mut problems = Vec::new();
     let plants = [
-        Plant::Oversized { bytes: 2 << 30 },
+        Plant::Oversized { bytes: 1 << 40 },
         Plant::Fifo,
         Plant::Symlink {
             target: "/etc/hostname".into(),
@@ -203,7 +203,7 @@ pub(crate) fn bad_record_isolated(s: &mut Scene<'_>) -> Verdict {
         s.plant(&path, plant)?;
         for op in [Operation::List, Operation::Recover] {
             let run = s.op(op, None, &[])?;
-            if hung(&run) || run.panicked() {
+            if hung(&run) || run.crashed() {
                 problems.push(format!("{op} beside a {what} record: {}", run.summary()));
                 continue;
             }

@@ -152,7 +152,7 @@ pub static ALL: &[Case] = &[
     Case {
         id: "files::oversized_record",
         level: Level::Must,
-        scene: "sparse 2 GiB state record planted",
+        scene: "sparse 1 TiB state record planted",
         holds: "state/list/recover answer (no hang, no OOM); healthy box listed; the file left in place",
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],

@@ -26,11 +26,11 @@ pub(crate) fn stale_log_cleanup(s: &mut Scene<'_>) -> Verdict {
     s.kill_process(dead)?;
     let imp = replace_with_impostor(s, recycled, ImpostorKind::Unrelated)?;
     let big = sentinel(s, "oversized")?;
-    s.plant(&big, Plant::Oversized { bytes: 1 << 30 })?;
+    s.plant(&big, Plant::Oversized { bytes: 1 << 40 })?;
     let big_fp = s.fingerprint(&big)?;
     let run = s.op(Operation::Cleanup, None, &[])?;
     let mut problems = Vec::new();
-    if run.panicked() || run.timed_out {
+    if run.crashed() || run.timed_out {
         problems.push(format!("cleanup: {}", run.summary()));
     }
     for id in ["dead", "recycled"] {

@@ -108,9 +108,9 @@ pub(crate) fn signal_targets_sane(s: &mut Scene<'_>) -> Verdict {
                 "kill with recorded pid {garbage} exited 0 saying nothing (expected a clear error or 'not running')"
             ));
         }
-        if run.panicked() {
+        if run.crashed() {
             problems.push(format!(
-                "kill with recorded pid {garbage} panicked: {}",
+                "kill with recorded pid {garbage} crashed: {}",
                 run.summary()
             ));
         }
