@@ -1,0 +1,105 @@
+//! The `doppel` command line as a user sees it, without worlds: the libtest
+//! listing nextest reads, adapter errors, `compare`, help.
+
+use std::path::Path;
+use std::process::Command;
+
+fn doppel(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_doppel"))
+        .args(args)
+        .output()
+        .expect("doppel runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn libtest_listing_names_every_case() {
+    let (code, out, _) = doppel(&["--list", "--format", "terse"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn not_applicable_cases_are_listed_as_ignored() {
+    let (code, out, _) = doppel(&["--list", "--format", "terse", "--ignored"]);
+    assert_eq!(code, 0);
+    for id in [
+        "zombies::reaper_scoped",
+        "crash::helper_killed",
+        "helper::signal_allowlist",
+        "helper::cgroup_authorization",
+    ] {
+        assert!(
+            out.contains(&format!("{id}: test")),
+            "{id} not ignored:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn malformed_adapter_names_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "schema = 1\n[runtime]\nname = \"bad\"\n[payload]\nmode = \"argv\"\n[commands]\nkill = [\"bad\", \"{id}\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = doppel(&["list", "--adapter", p.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    let err = err.replace(p.to_str().unwrap(), "bad.toml");
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn every_shipped_adapter_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/adapters");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            doppel_conformance::adapter::Adapter::load(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+    let naive = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/naive/naive.toml");
+    doppel_conformance::adapter::Adapter::load(&naive).unwrap();
+}
+
+#[test]
+fn compare_makes_one_column_per_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let mk = |name: &str, outcome: &str| {
+        let json = format!(
+            r#"{{"schema":"doppel-report/1","runtime":{{"name":"{name}","version":null,"adapter":"{name}.toml"}},
+            "machine_missing":[],"duration_ms":5,"summary":{{"pass":1,"fail":0,"must_fail":0,"not_applicable":0,"not_staged":0}},
+            "cases":[{{"id":"ids::argv_exact","level":"MUST","outcome":"{outcome}","duration_ms":1{extra}}}]}}"#,
+            extra = if outcome == "fail" {
+                r#","expected":"e","observed":"o","evidence":[]"#
+            } else {
+                ""
+            }
+        );
+        let p = dir.path().join(format!("{name}.json"));
+        std::fs::write(&p, json).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let a = mk("refbox", "pass");
+    let b = mk("naive", "fail");
+    let (code, out, err) = doppel(&["compare", &a, &b]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn help_names_the_subcommands() {
+    let (code, out, _) = doppel(&["--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out);
+}
