@@ -41,42 +41,42 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Detects capabilities by opening (and closing) one world.
+    /// Detects this machine's capabilities (through doppel-harness).
     pub fn detect() -> Machine {
+        let caps = doppel_harness::Capabilities::detect();
         let mut m = Machine::default();
-        match hw::World::open(hw::WorldOptions::default()) {
-            Ok(w) => {
-                m.lines.push(format!(
-                    "world: ok ({}, pid placement by {}, pid_max {})",
-                    if w.in_user_namespace() {
-                        "user namespace"
-                    } else {
-                        "root, no user namespace"
-                    },
-                    if w.uses_set_tid() {
-                        "clone3 set_tid"
-                    } else {
-                        "ns_last_pid"
-                    },
-                    w.pid_max()
-                ));
-                let _ = w.close();
+        m.lines.push(format!(
+            "running as {}",
+            if caps.root {
+                "root (worlds need no user namespace)"
+            } else {
+                "an unprivileged user (worlds need a user namespace)"
             }
-            Err(e) => {
-                let mut why = error_chain(&e);
-                if std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
-                    .is_ok_and(|v| v.trim() == "1")
-                    && !nix::unistd::geteuid().is_root()
-                {
-                    why.push_str(
-                        " (kernel.apparmor_restrict_unprivileged_userns=1 blocks user namespaces: run as root or set it to 0)",
-                    );
+        ));
+        for (name, c) in caps.list() {
+            let what = match name {
+                "pidfs" => {
+                    " (without it runtimes fall back to weaker identity checks; no case is disabled)"
                 }
-                m.lines.push(format!("world: cannot open: {why}"));
-                m.missing.push((MachineNeed::World, why.clone()));
-                m.missing
-                    .push((MachineNeed::PidPlacement, "no world".into()));
-            }
+                "cgroup2" => {
+                    " (refbox then kills payloads by PDEATHSIG + process group; no case is disabled)"
+                }
+                "per_ns_pid_max" => " (only the wraparound benchmark needs it)",
+                _ => "",
+            };
+            m.lines.push(match c.reason() {
+                None => format!("{name}: available"),
+                Some(r) => format!("{name}: missing: {r}{what}"),
+            });
+        }
+        if let Err(why) = caps.worlds() {
+            m.missing.push((MachineNeed::World, why));
+        }
+        if let (Some(a), Some(b)) = (caps.set_tid.reason(), caps.ns_last_pid.reason()) {
+            m.missing.push((
+                MachineNeed::PidPlacement,
+                format!("clone3 set_tid: {a}; ns_last_pid: {b}"),
+            ));
         }
         m
     }
@@ -283,17 +283,6 @@ pub struct Exec {
 pub struct World {
     inner: hw::World,
     dir: String,
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// How long the harness may wait for a killed process's PID to come free.
