@@ -101,7 +101,10 @@ pub fn find(helper: Helper, explicit: Option<&Path>) -> Result<Program, NotFound
     }
     if let Some(dir) = exe.as_deref().and_then(Path::parent) {
         let mut dirs = vec![dir.to_path_buf()];
-        if dir.file_name().is_some_and(|n| n == "deps") {
+        if dir
+            .file_name()
+            .is_some_and(|n| n == "deps" || n == "examples")
+        {
             if let Some(up) = dir.parent() {
                 dirs.push(up.to_path_buf());
             }
