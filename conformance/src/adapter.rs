@@ -262,6 +262,8 @@ struct RawCommands {
 struct RawState {
     status: Spanned<String>,
     pid: Option<Spanned<String>>,
+    exit_code: Option<Spanned<String>>,
+    previous_exit_code: Option<Spanned<String>>,
     running: Vec<String>,
     stopped: Vec<String>,
     #[serde(default)]
@@ -410,6 +412,10 @@ pub struct StateParsing {
     pub status: String,
     /// JSON pointer to the pid, if the runtime prints one.
     pub pid: Option<String>,
+    /// JSON pointer to the last payload exit code, if printed.
+    pub exit_code: Option<String>,
+    /// JSON pointer to the exit code before that, if printed.
+    pub previous_exit_code: Option<String>,
     words: Vec<(String, Status)>,
 }
 
@@ -422,6 +428,10 @@ pub struct ObservedState {
     pub word: String,
     /// The pid printed, if any (0 is kept as printed).
     pub pid: Option<i64>,
+    /// The last exit code printed, if any.
+    pub exit_code: Option<i64>,
+    /// The previous exit code printed, if any.
+    pub previous_exit_code: Option<i64>,
     /// The whole document, for evidence.
     pub raw: serde_json::Value,
 }
@@ -448,16 +458,18 @@ impl StateParsing {
             .ok_or_else(|| StateParseError::NoStatus(self.status.clone()))?
             .to_string();
         let status = self.words.iter().find(|(w, _)| *w == word).map(|(_, s)| *s);
-        let pid = self
-            .pid
-            .as_ref()
-            .and_then(|p| raw.pointer(p))
-            .and_then(|v| v.as_i64());
+        let int = |p: &Option<String>| {
+            p.as_ref()
+                .and_then(|p| raw.pointer(p))
+                .and_then(|v| v.as_i64())
+        };
         Ok(ObservedState {
             status,
             word,
-            pid,
-            raw,
+            pid: int(&self.pid),
+            exit_code: int(&self.exit_code),
+            previous_exit_code: int(&self.previous_exit_code),
+            raw: raw.clone(),
         })
     }
 }
@@ -735,6 +747,16 @@ impl Adapter {
                     .as_ref()
                     .map(|p| cx.pointer("state.pid", p))
                     .transpose()?;
+                let exit_code = s
+                    .exit_code
+                    .as_ref()
+                    .map(|p| cx.pointer("state.exit_code", p))
+                    .transpose()?;
+                let previous_exit_code = s
+                    .previous_exit_code
+                    .as_ref()
+                    .map(|p| cx.pointer("state.previous_exit_code", p))
+                    .transpose()?;
                 let mut words = Vec::new();
                 for (list, st) in [
                     (s.running, Status::Running),
@@ -744,7 +766,13 @@ impl Adapter {
                 ] {
                     words.extend(list.into_iter().map(|w| (w, st)));
                 }
-                Some(StateParsing { status, pid, words })
+                Some(StateParsing {
+                    status,
+                    pid,
+                    exit_code,
+                    previous_exit_code,
+                    words,
+                })
             }
             None => None,
         };

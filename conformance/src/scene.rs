@@ -234,6 +234,12 @@ impl<'a> Scene<'a> {
             .adapter
             .command(op)
             .ok_or_else(|| NotStaged(format!("adapter declares no commands.{op}")))?;
+        if t.uses("bundle") {
+            return Err(NotStaged(
+                "payload mode oci-bundle: this version of doppel does not build OCI bundles yet"
+                    .into(),
+            ));
+        }
         let payload: Vec<String> = payload.iter().map(|s| s.to_string()).collect();
         let vars = Vars {
             root: Some(root),
@@ -350,6 +356,14 @@ impl<'a> Scene<'a> {
             None
         };
         Ok((run, parsed))
+    }
+
+    /// Whether `state` output carries the last and previous exit codes.
+    pub fn state_reports_exits(&self) -> bool {
+        self.adapter
+            .state
+            .as_ref()
+            .is_some_and(|p| p.exit_code.is_some() && p.previous_exit_code.is_some())
     }
 
     /// Polls `state` until it says one of `want` (deadline [`STATUS_DEADLINE`]).

@@ -112,8 +112,8 @@ pub static ALL: &[Case] = &[
     Case {
         id: "recovery::crash_evidence_kept",
         level: Level::Must,
-        scene: "payload exits 7, then the box is started again and exits 9",
-        holds: "state reports stopped; the first exit is kept as the previous exit",
+        scene: "payload exits 7; the box is started again and exits 7 again",
+        holds: "state reports stopped with code 7; after the restart the first exit is kept as the previous exit",
         machine: &[M::World],
         ops: &[Op::Run, Op::Start, Op::State],
         caps: &[],

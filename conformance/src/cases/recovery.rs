@@ -105,41 +105,64 @@ pub(crate) fn legacy_record_read(s: &mut Scene<'_>) -> Verdict {
 }
 
 pub(crate) fn crash_evidence_kept(s: &mut Scene<'_>) -> Verdict {
-    let exit = s
-        .path(FileKind::Exit, "crashy")
-        .ok_or_else(|| NotStaged("adapter declares no files.exit".into()))?;
-    let previous = s
-        .path(FileKind::ExitPrevious, "crashy")
-        .ok_or_else(|| NotStaged("adapter declares no files.exit_previous".into()))?;
+    let exit = s.path(FileKind::Exit, "crashy");
+    let previous = s.path(FileKind::ExitPrevious, "crashy");
+    let pointers = s.state_reports_exits();
+    if (exit.is_none() || previous.is_none()) && !pointers {
+        return Err(NotStaged(
+            "adapter declares neither files.exit + files.exit_previous nor state.exit_code + state.previous_exit_code".into(),
+        ));
+    }
     s.must_run_box("crashy", &["/bin/sh", "-c", "exit 7"])?;
     s.wait_status("crashy", &[Status::Stopped])?;
     let mut problems = Vec::new();
-    let first = s.read(&exit).ok();
-    match &first {
-        Some(b) if String::from_utf8_lossy(b).contains('7') => {}
-        Some(b) => problems.push(format!(
-            "{exit} does not record status 7: {:?}",
-            String::from_utf8_lossy(b)
-        )),
-        None => problems.push(format!(
-            "no exit record at {exit} after the payload exited 7"
-        )),
+    let (_, st) = s.state("crashy")?;
+    if pointers {
+        let code = st.as_ref().and_then(|st| st.exit_code);
+        if code != Some(7) {
+            problems.push(format!(
+                "state reports exit code {code:?} after the payload exited 7"
+            ));
+        }
     }
+    let first = match &exit {
+        Some(exit) => match s.read(exit).ok() {
+            Some(b) => Some(b),
+            None => {
+                problems.push(format!(
+                    "no exit record at {exit} after the payload exited 7"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     let restart = s.op(Operation::Start, Some("crashy"), &[])?;
     if !restart.success() {
         return Err(NotStaged(format!(
-            "the runtime does not restart a stopped box: {}",
+            "the runtime does not start a stopped box again: {}",
             restart.summary()
         )));
     }
     s.wait_status("crashy", &[Status::Stopped])?;
-    match (s.read(&previous).ok(), &first) {
-        (Some(p), Some(f)) if p == *f => {}
-        (Some(p), _) => problems.push(format!(
-            "{previous} does not hold the first exit: {:?}",
-            String::from_utf8_lossy(&p)
-        )),
-        (None, _) => problems.push(format!("no previous exit at {previous} after a restart")),
+    if pointers {
+        let (_, st) = s.state("crashy")?;
+        let prev = st.as_ref().and_then(|st| st.previous_exit_code);
+        if prev != Some(7) {
+            problems.push(format!(
+                "after a restart, state reports previous exit code {prev:?}, expected 7"
+            ));
+        }
+    }
+    if let (Some(previous), Some(first)) = (&previous, &first) {
+        match s.read(previous).ok() {
+            Some(p) if p == *first => {}
+            Some(p) => problems.push(format!(
+                "{previous} does not hold the first exit record: {:?}",
+                String::from_utf8_lossy(&p)
+            )),
+            None => problems.push(format!("no previous exit at {previous} after a restart")),
+        }
     }
     judge(
         "exit status reported, and the previous exit kept when the box runs again",
