@@ -1,0 +1,516 @@
+//! refbox's CLI in harness worlds (fresh PID + mount namespaces, doppel-init
+//! as PID 1): recycled PIDs, same-tick impostors, prefix ids, planted files,
+//! crash evidence, reboot detection, census checks.
+//!
+//! `harness = false`: this binary doubles as doppel-init and
+//! doppel-impostor (`dispatch()` first thing in main), and runs its trials
+//! with libtest-mimic, so nextest drives it like any test binary. Without
+//! namespaces or pidfds every trial is ignored, with the reason printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use doppel_harness::impostor::{ImpostorKind, Placement};
+use doppel_harness::{
+    Capabilities, Exit, ExitStatus, Pid, Plant, World, WorldCommand, WorldOptions,
+};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+const REFBOX: &str = env!("CARGO_BIN_EXE_refbox");
+const SHIM: &str = env!("CARGO_BIN_EXE_refbox-shim");
+const T: Duration = Duration::from_secs(30);
+
+type R = Result<(), Failed>;
+/// A named world trial.
+type Case = (&'static str, fn() -> R);
+
+/// One world with a refbox root inside it.
+struct Scene {
+    w: World,
+}
+
+impl Scene {
+    fn open() -> Result<Scene, Failed> {
+        let w = World::open(WorldOptions::default()).map_err(|e| format!("open world: {e}"))?;
+        Ok(Scene { w })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.w.world_path("r").expect("relative")
+    }
+
+    fn host(&self, rel: &str) -> PathBuf {
+        self.w
+            .host_path(PathBuf::from("r").join(rel))
+            .expect("relative")
+    }
+
+    fn refbox_stdin(&self, args: &[&str], stdin: &[u8]) -> Result<Exit, Failed> {
+        let cmd = WorldCommand::new(REFBOX)
+            .arg("--root")
+            .arg(self.root().to_string_lossy())
+            .args(args.iter().copied())
+            .stdin(stdin.to_vec());
+        self.w
+            .run(&cmd, T)
+            .map_err(|e| format!("refbox {args:?}: {e}").into())
+    }
+
+    fn refbox(&self, args: &[&str]) -> Result<Exit, Failed> {
+        self.refbox_stdin(args, b"")
+    }
+
+    fn ok(&self, args: &[&str]) -> Result<Exit, Failed> {
+        let e = self.refbox(args)?;
+        if e.status != ExitStatus::Exited(0) {
+            return Err(format!(
+                "refbox {args:?}: {:?}: {}",
+                e.status,
+                String::from_utf8_lossy(&e.stderr.bytes)
+            )
+            .into());
+        }
+        Ok(e)
+    }
+
+    fn state(&self, id: &str) -> Result<serde_json::Value, Failed> {
+        let e = self.ok(&["state", id])?;
+        serde_json::from_slice(&e.stdout.bytes).map_err(|e| format!("state json: {e}").into())
+    }
+
+    fn run_box(&self, id: &str, payload: &[&str]) -> Result<Pid, Failed> {
+        let mut args = vec!["run", "-d", id, "--"];
+        args.extend_from_slice(payload);
+        self.ok(&args)?;
+        let s = self.state(id)?;
+        check_eq(&s["status"], "running", "status after run")?;
+        Ok(Pid::new(s["pid"].as_i64().ok_or("pid")? as i32).map_err(|e| e.to_string())?)
+    }
+
+    /// Rewrites one line (0-based) of a box's identity record.
+    fn rewrite_record_line(&self, id: &str, line: usize, value: &str) -> R {
+        let path = self.host(&format!("{id}/shim.pid"));
+        let text = std::fs::read_to_string(&path)?;
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        *lines.get_mut(line).ok_or("short record")? = value.to_string();
+        std::fs::write(&path, lines.join("\n") + "\n")?;
+        Ok(())
+    }
+
+    fn alive(&self, pid: Pid) -> bool {
+        self.w.is_running(pid, None)
+    }
+}
+
+fn check(cond: bool, what: impl std::fmt::Display) -> R {
+    if cond {
+        Ok(())
+    } else {
+        Err(format!("check failed: {what}").into())
+    }
+}
+
+fn check_eq(v: &serde_json::Value, want: &str, what: &str) -> R {
+    check(v.as_str() == Some(want), format!("{what}: {v} != {want:?}"))
+}
+
+fn stderr(e: &Exit) -> String {
+    String::from_utf8_lossy(&e.stderr.bytes).into_owned()
+}
+
+/// SIGKILLs the box's shim (through refbox: verified) and waits, paced by
+/// census round trips, until neither it nor its payload holds the pid (the
+/// payload sits in the shim's session, which pins the number as a sid).
+fn kill_box_and_free_pid(s: &Scene, id: &str, victim: Pid) -> R {
+    let census = s.w.census()?;
+    let mut held: Vec<Pid> = vec![victim];
+    held.extend(
+        census
+            .processes()
+            .iter()
+            .filter(|p| p.stat.ppid == victim.get())
+            .map(|p| p.stat.pid),
+    );
+    s.ok(&["kill", id, "KILL"])?;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let census = s.w.census()?;
+        if !census
+            .processes()
+            .iter()
+            .any(|p| held.contains(&p.stat.pid))
+        {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("pids {held:?} still held").into());
+        }
+    }
+}
+
+/// A sleeper impostor (logs the signals it gets) at the dead box's `victim` pid.
+fn sleeper_replacing(s: &Scene, id: &str, victim: Pid) -> Result<doppel_harness::Impostor, Failed> {
+    kill_box_and_free_pid(s, id, victim)?;
+    Ok(s.w.impostor(&ImpostorKind::Unrelated, Placement::At(victim))?)
+}
+
+/// Kill, delete --force: the impostor must be alive and unsignalled after.
+fn assert_untouched(s: &Scene, id: &str, imp: &doppel_harness::Impostor) -> R {
+    let st = s.state(id)?;
+    check_eq(&st["status"], "stopped", "status with impostor at pid")?;
+    let k = s.refbox(&["kill", id, "KILL"])?;
+    check(
+        k.status == ExitStatus::Exited(3),
+        format!("kill exit {:?}: {}", k.status, stderr(&k)),
+    )?;
+    let d = s.refbox(&["delete", "--force", id])?;
+    check(
+        d.status == ExitStatus::Exited(0),
+        format!("delete exit {:?}: {}", d.status, stderr(&d)),
+    )?;
+    check(imp.is_alive(&s.w), "impostor alive")?;
+    if imp.signals_log.is_some() {
+        let got = imp.signals_received().map_err(|e| e.to_string())?;
+        check(got.is_empty(), format!("impostor got signals {got:?}"))?;
+    }
+    Ok(())
+}
+
+fn recycled_pid_not_alive() -> R {
+    let s = Scene::open()?;
+    let pid = s.run_box("box-1", &["sleep", "1000"])?;
+    let imp = sleeper_replacing(&s, "box-1", pid)?;
+    check(imp.pid == pid, "impostor took the pid")?;
+    let st = s.state("box-1")?;
+    check(
+        st["reason"].as_str().unwrap_or("").contains("recycled"),
+        format!("reason {}", st["reason"]),
+    )?;
+    assert_untouched(&s, "box-1", &imp)
+}
+
+/// Same exe, same argv, same tick (record rewritten to the impostor's start
+/// time): only the pidfs inode tells them apart.
+fn same_tick_same_exe_impostor() -> R {
+    let s = Scene::open()?;
+    let pid = s.run_box("box-1", &["sleep", "1000"])?;
+    // A real refbox-shim for "box-1", started in a decoy dir of that name, waiting for start.
+    std::fs::create_dir_all(s.w.host_path("decoy/box-1/log")?)?;
+    let config = br#"{"argv":["sleep","1000"],"env":[],"stdin":null,"start_now":false}"#;
+    let cmd = WorldCommand::new(SHIM)
+        .arg0("refbox-shim")
+        .arg("box-1")
+        .current_dir(s.w.world_path("decoy/box-1")?.to_string_lossy())
+        .stdin(config.to_vec())
+        .ready_fd(false);
+    kill_box_and_free_pid(&s, "box-1", pid)?;
+    let rep = s.w.spawn_at(pid, &cmd)?;
+    let imp_pid = rep.pid;
+    check(imp_pid == pid, "impostor took the pid")?;
+    s.rewrite_record_line("box-1", 1, &rep.start_time.0.to_string())?;
+    let census = s.w.census()?;
+    let argv = &census.process(imp_pid).ok_or("impostor gone")?.argv;
+    check(
+        argv == &["refbox-shim", "box-1"],
+        format!("impostor argv {argv:?}"),
+    )?;
+    let st = s.state("box-1")?;
+    check_eq(&st["status"], "stopped", "status")?;
+    check(
+        st["reason"].as_str().unwrap_or("").contains("pidfs inode"),
+        format!("reason {}", st["reason"]),
+    )?;
+    let k = s.refbox(&["kill", "box-1", "TERM"])?;
+    check(
+        k.status == ExitStatus::Exited(3),
+        format!("kill: {:?} {}", k.status, stderr(&k)),
+    )?;
+    let d = s.refbox(&["delete", "--force", "box-1"])?;
+    check(d.status.success(), format!("delete: {}", stderr(&d)))?;
+    // A TERM or KILL would have ended the waiting shim.
+    check(s.alive(imp_pid), "same-exe impostor alive")
+}
+
+/// Without pidfs inodes (record inode 0) the fallback still refuses an
+/// unrelated same-tick impostor, by argv.
+fn fallback_without_pidfs_checks_argv() -> R {
+    let s = Scene::open()?;
+    let pid = s.run_box("box-1", &["sleep", "1000"])?;
+    let imp = sleeper_replacing(&s, "box-1", pid)?;
+    s.rewrite_record_line("box-1", 1, &imp.start_time.0.to_string())?;
+    s.rewrite_record_line("box-1", 3, "0")?;
+    let st = s.state("box-1")?;
+    check(
+        st["reason"].as_str().unwrap_or("").contains("argv"),
+        format!("reason {}", st["reason"]),
+    )?;
+    assert_untouched(&s, "box-1", &imp)
+}
+
+fn prefix_ids_are_exact() -> R {
+    let s = Scene::open()?;
+    let p1 = s.run_box("box-1", &["sleep", "1000"])?;
+    let p10 = s.run_box("box-10", &["sleep", "1000"])?;
+    s.ok(&["kill", "box-1", "KILL"])?;
+    check(
+        s.state("box-10")?["status"] == "running",
+        "box-10 untouched by kill box-1",
+    )?;
+    // box-1's pid now holds a process whose argv names box-10.
+    let argv: Vec<String> = vec!["refbox-shim".into(), "box-1".into()];
+    let imp = s.w.impostor(
+        &ImpostorKind::PrefixId {
+            argv,
+            victim_id: "box-1".into(),
+            suffix: "0".into(),
+        },
+        Placement::Replacing {
+            victim: p1,
+            timeout: T,
+        },
+    )?;
+    check(imp.pid == p1, "impostor at box-1's pid")?;
+    check_eq(&s.state("box-1")?["status"], "stopped", "box-1")?;
+    let k = s.refbox(&["kill", "box-1", "TERM"])?;
+    check(
+        k.status == ExitStatus::Exited(3),
+        format!("kill box-1: {:?}", k.status),
+    )?;
+    s.ok(&["delete", "--force", "box-1"])?;
+    check(
+        imp.signals_received()
+            .map_err(|e| e.to_string())?
+            .is_empty(),
+        "prefix impostor unsignalled",
+    )?;
+    check(
+        s.alive(p10) && s.state("box-10")?["status"] == "running",
+        "box-10 still running",
+    )?;
+    let census = s.w.census()?;
+    let argv = &census.process(p10).ok_or("box-10 shim")?.argv;
+    check(
+        argv == &["refbox-shim", "box-10"],
+        format!("box-10 shim argv is exact: {argv:?}"),
+    )
+}
+
+fn reboot_detected_without_touching_pid() -> R {
+    let s = Scene::open()?;
+    let pid = s.run_box("box-1", &["sleep", "1000"])?;
+    s.rewrite_record_line("box-1", 2, "00000000-0000-4000-8000-000000000000")?;
+    let st = s.state("box-1")?;
+    check_eq(&st["status"], "stopped", "status")?;
+    check(
+        st["reason"].as_str().unwrap_or("").contains("another boot"),
+        format!("reason {}", st["reason"]),
+    )?;
+    let k = s.refbox(&["kill", "box-1", "KILL"])?;
+    check(k.status == ExitStatus::Exited(3), "kill says not running")?;
+    let r = s.ok(&["recover", "--format", "json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout.bytes)?;
+    check_eq(&v["boxes"][0]["action"], "marked-stopped", "recover")?;
+    // The live process at the recorded pid was never signalled.
+    check(s.alive(pid), "process at recorded pid untouched")
+}
+
+fn crash_evidence_kept() -> R {
+    let s = Scene::open()?;
+    s.ok(&["run", "-d", "c", "--", "sh", "-c", "exit 3"])?;
+    // Wait (bounded, paced by round trips) for the payload to end.
+    let deadline = std::time::Instant::now() + T;
+    let mut st = s.state("c")?;
+    while st["status"] != "stopped" && std::time::Instant::now() < deadline {
+        st = s.state("c")?;
+    }
+    check(st["exit"]["code"] == 3, format!("exit {}", st["exit"]))?;
+    let r = s.ok(&["recover"])?;
+    check(
+        String::from_utf8_lossy(&r.stdout.bytes).contains("marked-stopped"),
+        "recover marks it",
+    )?;
+    s.ok(&["start", "c"])?;
+    let deadline = std::time::Instant::now() + T;
+    st = s.state("c")?;
+    while st["exitPrevious"].is_null() && std::time::Instant::now() < deadline {
+        st = s.state("c")?;
+    }
+    check(
+        st["exitPrevious"]["code"] == 3 && st["exit"]["code"] == 3,
+        format!("{st}"),
+    )
+}
+
+fn legacy_record_is_unknown_and_never_signalled() -> R {
+    let s = Scene::open()?;
+    let pid = s.run_box("box-1", &["sleep", "1000"])?;
+    std::fs::write(s.host("box-1/shim.pid"), format!("{pid}\n"))?;
+    let st = s.state("box-1")?;
+    check_eq(&st["status"], "unknown", "status")?;
+    check_eq(&st["identity"], "legacy", "identity")?;
+    let k = s.refbox(&["kill", "box-1", "KILL"])?;
+    check(k.status == ExitStatus::Exited(3), "kill refuses")?;
+    let d = s.refbox(&["delete", "--force", "box-1"])?;
+    check(
+        d.status == ExitStatus::Exited(1),
+        "delete refuses an unverifiable box",
+    )?;
+    let r = s.ok(&["recover", "--format", "json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout.bytes)?;
+    check_eq(&v["boxes"][0]["action"], "kept-unknown", "recover")?;
+    check(
+        s.alive(pid) && s.host("box-1/state.json").exists(),
+        "kept, alive",
+    )
+}
+
+fn planted_sparse_and_fifo_do_not_stop_list() -> R {
+    let s = Scene::open()?;
+    s.run_box("ok-1", &["sleep", "1000"])?;
+    s.run_box("ok-2", &["sleep", "1000"])?;
+    s.run_box("big", &["sleep", "1000"])?;
+    s.run_box("fifo", &["sleep", "1000"])?;
+    std::fs::remove_file(s.host("big/shim.pid"))?;
+    std::fs::remove_file(s.host("fifo/shim.pid"))?;
+    s.w.plant("r/big/shim.pid", &Plant::Oversized { size: 4 << 30 })?;
+    s.w.plant("r/fifo/shim.pid", &Plant::Fifo)?;
+    let e = s.refbox(&["list", "--format", "json"])?;
+    check(
+        e.status == ExitStatus::Exited(4),
+        format!("list exit {:?}", e.status),
+    )?;
+    let err = stderr(&e);
+    check(
+        err.contains("big/shim.pid") && err.contains("fifo/shim.pid"),
+        format!("errors name both: {err}"),
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&e.stdout.bytes)?;
+    let ids: Vec<&str> = v["boxes"]
+        .as_array()
+        .ok_or("boxes")?
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    check(ids == ["ok-1", "ok-2"], format!("healthy listed: {ids:?}"))?;
+    check(
+        s.host("big/shim.pid").exists() && s.host("fifo/shim.pid").exists(),
+        "plants left in place",
+    )
+}
+
+fn no_zombies_after_failed_creates() -> R {
+    let s = Scene::open()?;
+    for i in 0..8 {
+        let e = s.refbox(&["create", &format!("bad-{i}"), "--", "/nonexistent/payload"])?;
+        check(
+            e.status == ExitStatus::Exited(1),
+            format!("create fails: {:?}", e.status),
+        )?;
+    }
+    let census = s.w.census()?;
+    let z = census.zombies();
+    check(z.is_empty(), format!("zombies: {}", z.len()))
+}
+
+fn secrets_not_in_proc() -> R {
+    let s = Scene::open()?;
+    let secret_path = s.w.host_path("secret")?;
+    std::fs::write(&secret_path, "s3cr3t-token-42")?;
+    let sp = s.w.world_path("secret")?;
+    s.ok(&[
+        "run",
+        "-d",
+        "--secret-file",
+        &sp.to_string_lossy(),
+        "sec",
+        "--",
+        "sh",
+        "-c",
+        "read x; sleep 1000",
+    ])?;
+    let census = s.w.census()?;
+    let hits = census.containing_secret("s3cr3t-token-42");
+    check(hits.is_empty(), format!("secret visible: {hits:?}"))
+}
+
+fn private_modes_and_bad_parent_refused() -> R {
+    let s = Scene::open()?;
+    s.run_box("m", &["sleep", "1000"])?;
+    use std::os::unix::fs::PermissionsExt;
+    for (rel, want) in [
+        ("", 0o700),
+        ("m", 0o700),
+        ("m/log", 0o700),
+        ("m/state.json", 0o600),
+        ("m/shim.pid", 0o600),
+        ("m/log/.sentinel", 0o600),
+    ] {
+        let mode = std::fs::metadata(s.host(rel))?.permissions().mode() & 0o777;
+        check(mode == want, format!("{rel}: {mode:o} != {want:o}"))?;
+    }
+    std::fs::create_dir(s.w.host_path("open")?)?;
+    std::fs::set_permissions(
+        s.w.host_path("open")?,
+        std::fs::Permissions::from_mode(0o777),
+    )?;
+    let root = s.w.world_path("open/r")?;
+    let e = s.w.run(
+        &WorldCommand::new(REFBOX)
+            .arg("--root")
+            .arg(root.to_string_lossy())
+            .arg("list"),
+        T,
+    )?;
+    check(
+        e.status == ExitStatus::Exited(1) && stderr(&e).contains("writable"),
+        format!("refused: {}", stderr(&e)),
+    )
+}
+
+fn main() {
+    doppel_harness::init::dispatch();
+    let args = Arguments::from_args();
+    let skip = Capabilities::detect().worlds().err();
+    if let Some(reason) = &skip {
+        eprintln!("world tests ignored: {reason}");
+    }
+    let trials: Vec<Case> = vec![
+        ("identity::recycled_pid_not_alive", recycled_pid_not_alive),
+        (
+            "identity::same_tick_same_exe_impostor",
+            same_tick_same_exe_impostor,
+        ),
+        (
+            "identity::fallback_without_pidfs_checks_argv",
+            fallback_without_pidfs_checks_argv,
+        ),
+        ("ids::prefix_ids_are_exact", prefix_ids_are_exact),
+        (
+            "recovery::reboot_detected_without_touching_pid",
+            reboot_detected_without_touching_pid,
+        ),
+        ("recovery::crash_evidence_kept", crash_evidence_kept),
+        (
+            "recovery::legacy_record_is_unknown_and_never_signalled",
+            legacy_record_is_unknown_and_never_signalled,
+        ),
+        (
+            "files::planted_sparse_and_fifo_do_not_stop_list",
+            planted_sparse_and_fifo_do_not_stop_list,
+        ),
+        (
+            "files::private_modes_and_bad_parent_refused",
+            private_modes_and_bad_parent_refused,
+        ),
+        (
+            "zombies::none_after_failed_creates",
+            no_zombies_after_failed_creates,
+        ),
+        ("secrets::not_in_proc", secrets_not_in_proc),
+    ];
+    let trials = trials
+        .into_iter()
+        .map(|(name, f)| Trial::test(name, f).with_ignored_flag(skip.is_some()))
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
