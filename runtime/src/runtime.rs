@@ -659,6 +659,16 @@ impl Runtime {
             source,
         })?;
         let _ = fswrite::remove_file(&dir.join(".shim.pid.tmp"));
+        // cleanup-logs may have removed the log dir of a stopped box.
+        match (self.strategies.make_dir)(&self.layout.log_dir(id)) {
+            Ok(()) | Err(WriteError::AlreadyExists { .. }) => {}
+            Err(source) => {
+                return Err(RuntimeError::Write {
+                    id: id.clone(),
+                    source,
+                });
+            }
+        }
         let log = open_append(&self.layout.log_dir(id).join("shim.log")).map_err(|source| {
             RuntimeError::Write {
                 id: id.clone(),
@@ -794,7 +804,11 @@ impl Runtime {
     /// ones refbox creates). A running box needs `force` (SIGKILL through the
     /// verified pidfd, then wait for death). An unverifiable box is refused.
     pub fn delete(&self, id: &BoxId, force: bool) -> Result<(), RuntimeError> {
-        let b = self.load(id)?;
+        let b = match self.load(id) {
+            Ok(b) => b,
+            Err(e) if self.is_half_created(id, &e) => return self.remove_box_files(id),
+            Err(e) => return Err(e),
+        };
         match &b.identity {
             ProcessIdentity::Verified(p) if !force => {
                 return Err(RuntimeError::Running {
@@ -829,6 +843,18 @@ impl Runtime {
         self.remove_box_files(id)
     }
 
+    /// A create killed between mkdir and writing `state.json` leaves a box
+    /// dir with neither `state.json` nor `shim.pid`: nothing can be running.
+    fn is_half_created(&self, id: &BoxId, e: &RuntimeError) -> bool {
+        let dir = self.layout.box_dir(id);
+        matches!(e, RuntimeError::Box { source: BoxError::Read(r), .. }
+            if r.is_not_found() && r.path() == dir.join(layout::STATE))
+            && matches!(
+                rustix::fs::lstat(dir.join(layout::IDENTITY)),
+                Err(rustix::io::Errno::NOENT)
+            )
+    }
+
     /// Removes the files refbox creates in a box dir, then the dir. Anything
     /// else in it (a plant, a user's file) is left, and the dir with it.
     fn remove_box_files(&self, id: &BoxId) -> Result<(), RuntimeError> {
@@ -839,12 +865,14 @@ impl Runtime {
             source,
         };
         remove_log_dir(&log).map_err(werr)?;
+        // state.json goes last: a delete killed half-way leaves a box that
+        // still loads (identity absent → stopped) and can be deleted again.
         for name in [
-            layout::STATE,
+            ".shim.pid.tmp",
             layout::IDENTITY,
             layout::EXIT,
             layout::EXIT_PREVIOUS,
-            ".shim.pid.tmp",
+            layout::STATE,
         ] {
             fswrite::remove_file(&dir.join(name)).map_err(werr)?;
         }

@@ -209,3 +209,60 @@ fn secrets_reach_payload_stdin_not_argv_or_environ() {
     assert!(!common::read(&root.join("s/state.json")).contains("hunter2"));
     rt.delete(&id, true).unwrap();
 }
+
+#[test]
+fn cleanup_logs_removes_dead_keeps_live_leaves_oversized() {
+    use refbox::status::CleanupAction;
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    for id in ["live", "dead", "big", "legacy"] {
+        rt.create(&opts(id, &["sleep", "100"])).unwrap();
+        rt.start(&BoxId::new(id).unwrap(), None).unwrap();
+    }
+    for id in ["dead", "legacy"] {
+        let id = BoxId::new(id).unwrap();
+        rt.kill(&id, libc::SIGKILL).unwrap();
+        assert_eq!(rt.wait_stopped(&id).unwrap().status, Status::Stopped);
+    }
+    let dead_pid = rt
+        .state(&BoxId::new("legacy").unwrap())
+        .unwrap()
+        .pid
+        .unwrap();
+    std::fs::write(root.join("legacy/log/.sentinel"), format!("{dead_pid}\n")).unwrap();
+    let big = root.join("big/log/.sentinel");
+    std::fs::remove_file(&big).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+
+    let report = rt.cleanup_logs();
+    let action = |id: &str| report.boxes.iter().find(|b| b.id == id).map(|b| b.action);
+    assert_eq!(action("live"), Some(CleanupAction::Kept), "{report:?}");
+    assert_eq!(action("dead"), Some(CleanupAction::Removed), "{report:?}");
+    assert_eq!(action("legacy"), Some(CleanupAction::Removed), "{report:?}");
+    assert_eq!(action("big"), None);
+    assert!(report.errors.iter().any(|e| e.path == big), "{report:?}");
+    assert!(big.exists() && root.join("live/log/.sentinel").exists());
+    assert!(!root.join("dead/log").exists());
+    // A box whose log dir was cleaned can still be restarted.
+    let dead = BoxId::new("dead").unwrap();
+    rt.start(&dead, None).unwrap();
+    assert_eq!(rt.state(&dead).unwrap().status, Status::Running);
+    for id in ["live", "dead", "big"] {
+        rt.delete(&BoxId::new(id).unwrap(), true).unwrap();
+    }
+}
+
+#[test]
+fn half_created_box_can_be_deleted() {
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    std::fs::create_dir(&root.join("half")).unwrap();
+    let id = BoxId::new("half").unwrap();
+    assert!(rt.state(&id).is_err());
+    rt.delete(&id, false).unwrap();
+    assert!(!root.join("half").exists());
+}
