@@ -260,7 +260,7 @@ fn cleanup_logs_removes_dead_keeps_live_leaves_oversized() {
 fn half_created_box_can_be_deleted() {
     let (_tmp, root) = common::root();
     let rt = runtime(&root, Strategies::default());
-    std::fs::create_dir(&root.join("half")).unwrap();
+    std::fs::create_dir(root.join("half")).unwrap();
     let id = BoxId::new("half").unwrap();
     assert!(rt.state(&id).is_err());
     rt.delete(&id, false).unwrap();
