@@ -99,3 +99,76 @@ fn many_worlds_at_once_are_independent() {
     let inodes: std::collections::HashSet<u64> = worlds.iter().map(World::pid_ns_inode).collect();
     assert_eq!(inodes.len(), 4);
 }
+
+#[test]
+#[ignore = "helper process for world_dies_with_its_harness (run only by that test)"]
+fn helper_hold_world_until_stdin_closes() {
+    use std::io::{Read, Write};
+    let w = open_world();
+    w.spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    w.daemon().unwrap();
+    println!("WORLD {} {}", w.init_outer_pid(), w.pid_ns_inode());
+    std::io::stdout().flush().unwrap();
+    let mut buf = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut buf);
+}
+
+/// Kills and reaps a child process when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn world_dies_with_its_harness() {
+    use std::io::BufRead;
+    skip_without_worlds!();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_hold_world_until_stdin_closes",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(child);
+    let stdout = guard.0.stdout.take().unwrap();
+    let line = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split_once("WORLD ").map(|(_, rest)| rest.to_string()))
+        .expect("helper reports its world");
+    let mut it = line.split_whitespace();
+    let init_pid: i32 = it.next().unwrap().parse().unwrap();
+    let ns: u64 = it.next().unwrap().parse().unwrap();
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(init_pid).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    assert!(processes_in_ns(ns).len() >= 3);
+    // The harness dies without running any destructor.
+    guard.0.kill().unwrap();
+    guard.0.wait().unwrap();
+    let mut fds = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
+    assert_eq!(n, 1, "init exited once its harness was gone");
+    assert_eq!(processes_in_ns(ns), Vec::<i32>::new());
+}
