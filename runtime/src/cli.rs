@@ -39,7 +39,13 @@ pub const EXIT_PARTIAL: u8 = 4;
 /// the shim itself before it execs; every later command verifies it through a
 /// pidfd before trusting or signalling the pid.
 #[derive(Debug, Parser)]
-#[command(name = "refbox", version, max_term_width = 100)]
+#[command(
+    name = "refbox",
+    version,
+    max_term_width = 100,
+    after_help = "Exit codes: 0 done; 1 error; 2 usage; 3 not running / already running, nothing done; \
+                  4 some entries unreadable (named on stderr), the others handled."
+)]
 pub struct Cli {
     /// State root. Default: $XDG_RUNTIME_DIR/refbox, or /run/refbox as root.
     #[arg(long, global = true, value_name = "DIR")]
