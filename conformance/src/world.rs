@@ -190,6 +190,16 @@ pub enum ImpostorKind {
         /// The victim's argv.
         argv: Vec<String>,
     },
+    /// A sleeper with the victim's argv where its id is extended
+    /// (`box-1` → `box-10`).
+    PrefixId {
+        /// The victim's argv.
+        argv: Vec<String>,
+        /// The id as it appears in argv.
+        victim_id: String,
+        /// Appended to make the longer id.
+        suffix: String,
+    },
     /// Runs with the victim's executable path and argv.
     SameExe {
         /// The victim's /proc/PID/exe.
@@ -365,6 +375,15 @@ impl World {
                 argv: argv.clone(),
             },
             ImpostorKind::SameArgv { argv } => himp::ImpostorKind::SameArgv { argv: argv.clone() },
+            ImpostorKind::PrefixId {
+                argv,
+                victim_id,
+                suffix,
+            } => himp::ImpostorKind::PrefixId {
+                argv: argv.clone(),
+                victim_id: victim_id.clone(),
+                suffix: suffix.clone(),
+            },
         };
         let placement = match replace {
             Some(p) => himp::Placement::Replacing {
@@ -378,6 +397,7 @@ impl World {
         // the shim's group dies a moment after the shim): retry placement
         // until the deadline.
         let deadline = std::time::Instant::now() + PID_FREE_DEADLINE;
+        let mut victim_start = None;
         let inner = loop {
             match self.inner.impostor(&kind, placement) {
                 Err(himp::ImpostorError::World(hw::WorldError::Remote(
@@ -385,7 +405,20 @@ impl World {
                 ))) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                r => break r?,
+                Err(e) => return Err(e.into()),
+                Ok(imp) => {
+                    // A recycled PID is staged in a later tick than the
+                    // victim's birth (same-tick reuse is its own scene):
+                    // while the start times match, replace the impostor.
+                    victim_start = victim_start.or(imp.victim_start);
+                    if replace.is_some()
+                        && victim_start == Some(imp.start_time)
+                        && std::time::Instant::now() < deadline
+                    {
+                        continue;
+                    }
+                    break imp;
+                }
             }
         };
         Ok(Impostor {

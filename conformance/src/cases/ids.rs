@@ -1,9 +1,9 @@
 //! ids::*: box ids are matched exactly, never as substrings.
 
-use super::{judge, live_box, state_problem};
+use super::{impostor_problem, judge, live_box, state_problem};
 use crate::adapter::Status;
 use crate::catalog::{NotStaged, Verdict};
-use crate::scene::Scene;
+use crate::scene::{ImpostorKind, Scene};
 
 pub(crate) fn prefix_collision(s: &mut Scene<'_>) -> Verdict {
     let one = live_box(s, "box-1")?;
@@ -19,12 +19,33 @@ pub(crate) fn prefix_collision(s: &mut Scene<'_>) -> Verdict {
             }
             Ok(())
         };
+    let argv = s
+        .census()?
+        .get(one)
+        .map(|p| p.cmdline.clone())
+        .ok_or_else(|| NotStaged(format!("box-1's process {one} is not in the census")))?;
     s.kill("box-1", "KILL")?;
     s.wait_gone(one)?;
     check(s, "kill box-1", &mut problems)?;
     s.kill("box-1", "KILL")?;
     check(s, "kill box-1 after its death", &mut problems)?;
+    // box-1's PID now taken by a process whose argv names box-10 where
+    // box-1's named box-1: an id matched by substring takes it for box-1.
+    let imp = s.impostor_at(
+        one,
+        ImpostorKind::PrefixId {
+            argv,
+            victim_id: "box-1".into(),
+            suffix: "0".into(),
+        },
+    )?;
+    s.kill("box-1", "KILL")?;
     s.delete("box-1", true)?;
+    if let Some(p) = impostor_problem(s, &imp)? {
+        problems.push(format!(
+            "after kill/delete box-1 with a box-10 process at its pid: {p}"
+        ));
+    }
     check(s, "delete --force box-1", &mut problems)?;
     s.kill("box-1", "KILL")?;
     check(s, "kill box-1 after its deletion", &mut problems)?;

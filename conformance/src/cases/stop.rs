@@ -89,7 +89,7 @@ pub(crate) fn signal_targets_sane(s: &mut Scene<'_>) -> Verdict {
         let gone: Vec<String> = before
             .procs
             .iter()
-            .filter(|p| after.get(p.pid).is_none() && p.pid != real)
+            .filter(|p| p.state != 'Z' && after.get(p.pid).is_none() && p.pid != real)
             .map(|p| format!("pid {} {:?}", p.pid, p.cmdline))
             .collect();
         if !gone.is_empty() {
