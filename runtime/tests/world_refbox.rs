@@ -467,6 +467,62 @@ fn private_modes_and_bad_parent_refused() -> R {
     )
 }
 
+/// The CLI SIGKILLed at swept delays during `run -d`: afterwards the box
+/// (if any) reads cleanly, `delete --force` cleans it up, and no shim or
+/// payload survives as an orphan.
+fn runtime_killed_mid_op() -> R {
+    let s = Scene::open()?;
+    let mut outcomes = Vec::new();
+    for (i, millis) in (1..=12).enumerate() {
+        let id = format!("c{i}");
+        let cmd = WorldCommand::new(REFBOX)
+            .arg("--root")
+            .arg(s.root().to_string_lossy())
+            .args(["run", "-d", &id, "--", "sleep", "1000"]);
+        let out = s.w.crash(&cmd, Duration::from_millis(millis), T)?;
+        outcomes.push(matches!(out, doppel_harness::CrashOutcome::Killed(_)));
+        if s.host(&id).exists() {
+            let st = s.refbox(&["state", &id])?;
+            check(
+                st.status == ExitStatus::Exited(0) || stderr(&st).contains("state.json: not found"),
+                format!("{id} state: {}", stderr(&st)),
+            )?;
+            let d = s.refbox(&["delete", "--force", &id])?;
+            check(
+                d.status.success(),
+                format!("{id} delete --force: {}", stderr(&d)),
+            )?;
+        }
+        check(!s.host(&id).exists(), format!("{id} removed"))?;
+    }
+    // Everything the runs started is gone (orphans are reaped by init).
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let census = s.w.census()?;
+        let left: Vec<_> = census
+            .processes()
+            .iter()
+            .filter(|p| {
+                p.argv
+                    .first()
+                    .is_some_and(|a| a == "refbox-shim" || a == "sleep")
+            })
+            .map(|p| p.argv.clone())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        check(
+            std::time::Instant::now() < deadline,
+            format!("left behind: {left:?}"),
+        )?;
+    }
+    check(
+        outcomes.iter().any(|k| *k),
+        "at least one run was killed mid-way",
+    )
+}
+
 fn main() {
     doppel_harness::init::dispatch();
     let args = Arguments::from_args();
@@ -507,6 +563,7 @@ fn main() {
             no_zombies_after_failed_creates,
         ),
         ("secrets::not_in_proc", secrets_not_in_proc),
+        ("crash::runtime_killed_mid_op", runtime_killed_mid_op),
     ];
     let trials = trials
         .into_iter()
