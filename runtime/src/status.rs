@@ -192,3 +192,59 @@ pub struct CleanupReport {
     /// Sentinels or dirs that could not be read (left in place).
     pub errors: Vec<EntryError>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `state` JSON shape is a contract with adapters: pin it.
+    #[test]
+    fn state_json_shape() {
+        let s = BoxState {
+            oci_version: OCI_VERSION,
+            id: "box-1".into(),
+            status: Status::Stopped,
+            pid: Some(4242),
+            identity: IdentityKind::Absent,
+            reason: Some("pid recycled: pidfs inode 9 is not the recorded 7".into()),
+            payload: vec!["sleep".into(), "100".into()],
+            created_unix_ms: 1_700_000_000_000,
+            exit: Some(ExitRecord {
+                version: 1,
+                code: Some(3),
+                signal: None,
+                time_unix_ms: 1_700_000_001_000,
+                note: None,
+            }),
+            exit_previous: None,
+        };
+        insta::assert_snapshot!(serde_json::to_string_pretty(&s).unwrap());
+    }
+
+    #[test]
+    fn list_and_recover_json_shape() {
+        let l = ListReport {
+            boxes: vec![],
+            errors: vec![EntryError {
+                id: Some("bad".into()),
+                path: "/r/bad/shim.pid".into(),
+                error: "/r/bad/shim.pid: is a FIFO, not a regular file".into(),
+            }],
+        };
+        let r = RecoverReport {
+            boxes: vec![RecoveredBox {
+                id: "a".into(),
+                action: RecoverAction::MarkedStopped,
+                pid: Some(42),
+                status: Status::Stopped,
+                detail: "process is gone".into(),
+            }],
+            errors: vec![],
+        };
+        insta::assert_snapshot!(format!(
+            "{}\n{}",
+            serde_json::to_string_pretty(&l).unwrap(),
+            serde_json::to_string_pretty(&r).unwrap()
+        ));
+    }
+}
