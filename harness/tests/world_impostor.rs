@@ -245,3 +245,35 @@ fn missing_impostor_binary_is_a_typed_error() {
         Err(e) => panic!("{e:?}"),
     }
 }
+
+#[test]
+fn same_tick_is_not_staged_when_the_victim_outlives_its_tick() {
+    skip_without_worlds!();
+    let w = open_world();
+    // The victim only reports ready after 30 ms (three ticks at CLK_TCK 100),
+    // so an impostor forked after it can never share its start time.
+    let ticks = StartTime::ticks_per_second();
+    let age_ms = 3 * 1000 / ticks.max(1);
+    let victim = WorldCommand::new("/bin/sh")
+        .args([
+            "-c",
+            &format!(
+                "sleep {}; echo ready >&3; exec sleep 1000",
+                age_ms as f64 / 1000.0
+            ),
+        ])
+        .ready_fd(true);
+    let err = w
+        .stage_same_tick(&victim, &WorldCommand::new("/bin/sleep").arg("1000"), 3)
+        .unwrap_err();
+    match err {
+        WorldError::Remote(RemoteError::NotStaged { attempts, reason }) => {
+            assert_eq!(attempts, 3);
+            assert!(reason.contains("start times differ"), "{reason}");
+        }
+        e => panic!("{e:?}"),
+    }
+    // Nothing of the failed attempts is left running.
+    let c = w.census().unwrap();
+    assert_eq!(c.processes().len(), 1, "{:?}", c.processes());
+}
