@@ -493,6 +493,13 @@ pub fn verify_with_pidfd(req: &VerifyRequest<'_>) -> ProcessIdentity {
     let pidfd = match rustix::process::pidfd_open(pid.to_rustix(), PidfdFlags::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::SRCH) => return absent(AbsentReason::Dead),
+        // The number now belongs to a non-leader thread: the shim was a
+        // thread-group leader, so this is someone else.
+        Err(rustix::io::Errno::INVAL) => {
+            return absent(AbsentReason::Recycled {
+                evidence: "the pid is now a thread of another process".into(),
+            });
+        }
         Err(e) => {
             return ProcessIdentity::Legacy {
                 pid,

@@ -523,6 +523,34 @@ fn runtime_killed_mid_op() -> R {
     )
 }
 
+/// A fresh CLI invocation adopts live boxes: no second shim, nothing orphaned.
+fn recover_adopts_live_boxes() -> R {
+    let s = Scene::open()?;
+    for id in ["a", "b", "c"] {
+        s.run_box(id, &["sleep", "1000"])?;
+    }
+    let r = s.ok(&["recover", "--format", "json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout.bytes)?;
+    let actions: Vec<&str> = v["boxes"]
+        .as_array()
+        .ok_or("boxes")?
+        .iter()
+        .filter_map(|b| b["action"].as_str())
+        .collect();
+    check(actions == ["adopted"; 3], format!("actions {actions:?}"))?;
+    let census = s.w.census()?;
+    let shims = census
+        .processes()
+        .iter()
+        .filter(|p| p.argv.first().is_some_and(|a| a == "refbox-shim"))
+        .count();
+    check(shims == 3, format!("{shims} shims"))?;
+    for id in ["a", "b", "c"] {
+        check_eq(&s.state(id)?["status"], "running", id)?;
+    }
+    Ok(())
+}
+
 fn main() {
     doppel_harness::init::dispatch();
     let args = Arguments::from_args();
@@ -564,6 +592,7 @@ fn main() {
         ),
         ("secrets::not_in_proc", secrets_not_in_proc),
         ("crash::runtime_killed_mid_op", runtime_killed_mid_op),
+        ("recovery::adopts_live_boxes", recover_adopts_live_boxes),
     ];
     let trials = trials
         .into_iter()
