@@ -923,7 +923,9 @@ impl Runtime {
                 return;
             }
             let path = log.join(layout::SENTINEL);
-            match sentinel::check(&path, self.uid) {
+            let checked = sentinel::check(&path, self.uid)
+                .map(|(s, v)| (s.pid(), self.confirm_keep(&id, s.pid(), v)));
+            match checked {
                 Ok((_, Verdict::Remove(reason))) => match remove_log_dir(&log) {
                     Ok(()) => report.boxes.push(CleanedLog {
                         id: id.to_string(),
@@ -950,6 +952,28 @@ impl Runtime {
             }
         });
         report
+    }
+
+    /// A sentinel whose pid is alive with the same exe could still be a
+    /// recycled pid taken by another shim: when the box's own identity
+    /// record names that pid and does not verify, the owner is gone.
+    fn confirm_keep(&self, id: &BoxId, pid: Pid, verdict: Verdict) -> Verdict {
+        let Verdict::Keep(reason) = verdict else {
+            return verdict;
+        };
+        match self.load(id) {
+            Ok(LoadedBox {
+                identity:
+                    ProcessIdentity::Absent {
+                        pid: Some(p),
+                        reason: why,
+                    },
+                ..
+            }) if p == pid => Verdict::Remove(format!(
+                "owner-recycled pid={pid}: same exe, but the box's identity record does not verify ({why})"
+            )),
+            _ => Verdict::Keep(reason),
+        }
     }
 
     /// Waits until a box is no longer running (for attached `run`).

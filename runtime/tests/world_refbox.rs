@@ -191,20 +191,50 @@ fn recycled_pid_not_alive() -> R {
 
 /// Same exe, same argv, same tick (record rewritten to the impostor's start
 /// time): only the pidfs inode tells them apart.
-fn same_tick_same_exe_impostor() -> R {
-    let s = Scene::open()?;
-    let pid = s.run_box("box-1", &["sleep", "1000"])?;
-    // A real refbox-shim for "box-1", started in a decoy dir of that name, waiting for start.
-    std::fs::create_dir_all(s.w.host_path("decoy/box-1/log")?)?;
+/// A real `refbox-shim <id>` (same exe, same argv) at the dead box's pid,
+/// started in a decoy dir of the same name, waiting for a start request.
+fn decoy_shim_at(s: &Scene, id: &str, pid: Pid) -> Result<doppel_harness::Spawned, Failed> {
+    std::fs::create_dir_all(s.w.host_path(format!("decoy/{id}/log"))?)?;
     let config = br#"{"argv":["sleep","1000"],"env":[],"stdin":null,"start_now":false}"#;
     let cmd = WorldCommand::new(SHIM)
         .arg0("refbox-shim")
-        .arg("box-1")
-        .current_dir(s.w.world_path("decoy/box-1")?.to_string_lossy())
-        .stdin(config.to_vec())
-        .ready_fd(false);
-    kill_box_and_free_pid(&s, "box-1", pid)?;
-    let rep = s.w.spawn_at(pid, &cmd)?;
+        .arg(id)
+        .current_dir(s.w.world_path(format!("decoy/{id}"))?.to_string_lossy())
+        .stdin(config.to_vec());
+    kill_box_and_free_pid(s, id, pid)?;
+    Ok(s.w.spawn_at(pid, &cmd)?)
+}
+
+/// cleanup-logs: a sentinel whose pid now runs the same exe (another shim)
+/// is recycled, because the box's identity record does not verify.
+fn sentinel_recycled_by_same_exe() -> R {
+    let s = Scene::open()?;
+    s.run_box("live", &["sleep", "1000"])?;
+    let pid = s.run_box("box-1", &["sleep", "1000"])?;
+    let rep = decoy_shim_at(&s, "box-1", pid)?;
+    check(rep.pid == pid, "decoy at the pid")?;
+    let e = s.ok(&["cleanup-logs", "--format", "json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&e.stdout.bytes)?;
+    let b = v["boxes"].as_array().ok_or("boxes")?;
+    let find = |id: &str| {
+        b.iter()
+            .find(|x| x["id"] == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    check_eq(&find("box-1")["action"], "removed", "box-1 log")?;
+    check_eq(&find("live")["action"], "kept", "live log")?;
+    check(
+        !s.host("box-1/log").exists() && s.host("live/log/.sentinel").exists(),
+        "dirs",
+    )?;
+    check(s.alive(pid), "decoy untouched")
+}
+
+fn same_tick_same_exe_impostor() -> R {
+    let s = Scene::open()?;
+    let pid = s.run_box("box-1", &["sleep", "1000"])?;
+    let rep = decoy_shim_at(&s, "box-1", pid)?;
     let imp_pid = rep.pid;
     check(imp_pid == pid, "impostor took the pid")?;
     s.rewrite_record_line("box-1", 1, &rep.start_time.0.to_string())?;
@@ -251,7 +281,7 @@ fn prefix_ids_are_exact() -> R {
     let s = Scene::open()?;
     let p1 = s.run_box("box-1", &["sleep", "1000"])?;
     let p10 = s.run_box("box-10", &["sleep", "1000"])?;
-    s.ok(&["kill", "box-1", "KILL"])?;
+    kill_box_and_free_pid(&s, "box-1", p1)?;
     check(
         s.state("box-10")?["status"] == "running",
         "box-10 untouched by kill box-1",
@@ -264,10 +294,7 @@ fn prefix_ids_are_exact() -> R {
             victim_id: "box-1".into(),
             suffix: "0".into(),
         },
-        Placement::Replacing {
-            victim: p1,
-            timeout: T,
-        },
+        Placement::At(p1),
     )?;
     check(imp.pid == p1, "impostor at box-1's pid")?;
     check_eq(&s.state("box-1")?["status"], "stopped", "box-1")?;
@@ -593,6 +620,10 @@ fn main() {
         ("secrets::not_in_proc", secrets_not_in_proc),
         ("crash::runtime_killed_mid_op", runtime_killed_mid_op),
         ("recovery::adopts_live_boxes", recover_adopts_live_boxes),
+        (
+            "sentinels::recycled_by_same_exe",
+            sentinel_recycled_by_same_exe,
+        ),
     ];
     let trials = trials
         .into_iter()
