@@ -151,11 +151,19 @@ fn world_dies_with_its_harness() {
     let mut it = line.split_whitespace();
     let init_pid: i32 = it.next().unwrap().parse().unwrap();
     let ns: u64 = it.next().unwrap().parse().unwrap();
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(init_pid).unwrap(),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .unwrap();
+    let pidfd_of = |pid: i32| {
+        rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap()
+    };
+    let pidfd = pidfd_of(init_pid);
+    // init's parent is the stub, which reaps init and then exits: once the
+    // stub is gone, init is no longer even a zombie in the namespace.
+    let stat = std::fs::read(format!("/proc/{init_pid}/stat")).unwrap();
+    let stub = doppel_harness::procfs::parse_stat(&stat).unwrap().ppid;
+    let stub_pidfd = pidfd_of(stub);
     assert!(processes_in_ns(ns).len() >= 3);
     // The harness dies without running any destructor.
     guard.0.kill().unwrap();
@@ -170,5 +178,11 @@ fn world_dies_with_its_harness() {
     };
     let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
     assert_eq!(n, 1, "init exited once its harness was gone");
+    let mut fds = [rustix::event::PollFd::new(
+        &stub_pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
+    assert_eq!(n, 1, "the stub reaped init and exited");
     assert_eq!(processes_in_ns(ns), Vec::<i32>::new());
 }
