@@ -12,6 +12,31 @@
 //! assert_eq!(s.pid.get(), 4242);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Finding doppel-init from other crates
+//!
+//! A world runs two helper programs, `doppel-init` and `doppel-impostor`
+//! (binaries of this crate). [`locate`] finds them: an explicit path in
+//! [`WorldOptions`], else `$DOPPEL_INIT` / `$DOPPEL_IMPOSTOR`, else the
+//! current executable if it called [`init::dispatch`] first thing in `main`,
+//! else next to the current executable (or one level up from `deps/` and
+//! `examples/`). Cargo builds this crate's binaries for `cargo build
+//! --workspace` and for this crate's own tests, but not for *another* crate's
+//! benches or tests run alone: those should call [`init::dispatch`] at the
+//! top of their own `main` (`harness = false` targets), e.g.
+//!
+//! ```ignore
+//! fn main() {
+//!     doppel_harness::init::dispatch(); // may become doppel-init / the impostor
+//!     benches();
+//!     criterion::Criterion::default().configure_from_args().final_summary();
+//! }
+//! ```
+//!
+//! A [`World`] is `Send + Sync`: requests are serialized on its control
+//! channel, one at a time.
+
+#![warn(missing_docs)]
 
 pub mod caps;
 pub mod census;
@@ -34,3 +59,15 @@ pub use impostor::{Impostor, ImpostorError, ImpostorKind, Placement, ZombieFacto
 pub use plant::{Plant, PlantError, Planted};
 pub use proto::{ExitStatus, RemoteError};
 pub use world::{CrashOutcome, Exit, Spawned, World, WorldError, WorldOptions};
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn world_is_send_and_sync() {
+        send_sync::<crate::World>();
+        send_sync::<crate::Census>();
+        send_sync::<crate::Impostor>();
+    }
+}
