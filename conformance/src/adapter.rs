@@ -226,6 +226,19 @@ struct RawAdapter {
     identity: Option<RawIdentity>,
     #[serde(default)]
     capabilities: Vec<Spanned<String>>,
+    #[serde(default)]
+    world: WorldSetup,
+}
+
+/// How the world a runtime runs in must be set up (`[world]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldSetup {
+    /// Hide `/sys/fs/cgroup/unified` in the world's private mount namespace
+    /// (`umount -l` there, never on the host): crun refuses a cgroup v1/v2
+    /// hybrid host.
+    #[serde(default)]
+    pub unmount_cgroup_unified: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,6 +538,8 @@ pub struct Adapter {
     /// Identity record location.
     pub identity: Option<IdentityRecord>,
     capabilities: Vec<RuntimeCapability>,
+    /// How the world must be set up for this runtime.
+    pub world: WorldSetup,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -852,6 +867,7 @@ impl Adapter {
             files,
             identity,
             capabilities,
+            world: raw.world,
         })
     }
 
@@ -1044,6 +1060,15 @@ mode = "argv"
         assert_eq!(record_get(RecordFormat::Json, j, &p).unwrap(), "77");
         let j2 = record_set(RecordFormat::Json, j, &p, "88").unwrap();
         assert_eq!(record_get(RecordFormat::Json, &j2, &p).unwrap(), "88");
+    }
+
+    #[test]
+    fn world_setup_is_read() {
+        assert!(!parse(MIN).unwrap().world.unmount_cgroup_unified);
+        let a = parse(&format!("{MIN}[world]\nunmount_cgroup_unified = true\n")).unwrap();
+        assert!(a.world.unmount_cgroup_unified);
+        let e = parse(&format!("{MIN}[world]\nunmount = true\n")).unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:7:"), "{e}");
     }
 
     #[test]

@@ -140,6 +140,10 @@ pub struct Case {
     pub ops: &'static [Operation],
     /// Adapter capabilities needed.
     pub caps: &'static [RuntimeCapability],
+    /// Flaws proven to make this case fail: flawbox flaw names
+    /// (`FLAWBOX_FLAW`), or `naive` for the pid-file runtime in
+    /// tests/naive. Checked by tests/world_outcomes.rs.
+    pub caught_by: &'static [&'static str],
     /// The body: sets the scene in a fresh world, asks the runtime, judges.
     pub run: fn(&mut Scene<'_>) -> Verdict,
 }

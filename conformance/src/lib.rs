@@ -16,12 +16,15 @@
 //! - [`cli`]: the `doppel` command line, shared by the binary and the
 //!   `suite` test target.
 //! - [`locate`]: finds refbox's binaries, the default subject.
+//! - [`oci`]: payload mode `oci-bundle`: a bundle per box (built by
+//!   doppel-fixtures) and the host cgroups real OCI runtimes leave.
 
 pub mod adapter;
 pub mod cases;
 pub mod catalog;
 pub mod cli;
 pub mod locate;
+pub mod oci;
 pub mod report;
 pub mod runner;
 pub mod scene;

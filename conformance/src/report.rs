@@ -55,6 +55,17 @@ pub struct Summary {
     pub not_staged: usize,
 }
 
+/// How many of the run's cases are paired with a flaw shown to make them
+/// fail (the suite's sensitivity).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sensitivity {
+    /// Cases in the run.
+    pub cases: usize,
+    /// Of those, cases with at least one flaw (flawbox or the naive runtime)
+    /// that tests/world_outcomes.rs shows failing them.
+    pub proven_to_fail: usize,
+}
+
 /// One run of the suite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -68,6 +79,9 @@ pub struct Report {
     pub duration_ms: u64,
     /// Counts.
     pub summary: Summary,
+    /// Catalog sensitivity over the selected cases.
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
     /// Every case that was selected, in catalog order.
     pub cases: Vec<CaseReport>,
 }
@@ -79,6 +93,7 @@ impl Report {
         machine_missing: Vec<String>,
         duration_ms: u64,
         cases: Vec<CaseReport>,
+        sensitivity: Sensitivity,
     ) -> Report {
         let mut summary = Summary::default();
         for c in &cases {
@@ -100,6 +115,7 @@ impl Report {
             machine_missing,
             duration_ms,
             summary,
+            sensitivity,
             cases,
         }
     }
@@ -207,7 +223,15 @@ pub fn human(report: &Report) -> String {
         summary_line(&report.summary),
         report.duration_ms
     );
+    let _ = writeln!(out, "{}", sensitivity_line(&report.sensitivity));
     out
+}
+
+fn sensitivity_line(s: &Sensitivity) -> String {
+    format!(
+        "sensitivity: {}/{} cases are shown to fail against a flawed runtime",
+        s.proven_to_fail, s.cases
+    )
 }
 
 fn md_cell(s: &str) -> String {
@@ -223,6 +247,7 @@ pub fn markdown(report: &Report) -> String {
         md_cell(&runtime_label(&report.runtime))
     );
     let _ = writeln!(out, "{}\n", summary_line(&report.summary));
+    let _ = writeln!(out, "{}\n", sensitivity_line(&report.sensitivity));
     let _ = writeln!(out, "| case | level | outcome | detail |");
     let _ = writeln!(out, "|---|---|---|---|");
     for c in &report.cases {
@@ -416,6 +441,10 @@ mod tests {
             vec![],
             1234,
             cases,
+            Sensitivity {
+                cases: 4,
+                proven_to_fail: 2,
+            },
         )
     }
 

@@ -169,8 +169,11 @@ pub struct Scene<'a> {
     bindir: Option<String>,
     root: String,
     world: World,
+    /// After `world`: dropped once the world (and every process) is gone.
+    bundles: crate::oci::Bundles,
     transcript: Vec<String>,
     secret: Option<String>,
+    probes: usize,
     /// How the scene was staged, when the report should say (e.g. record rewrite).
     pub staging: Option<String>,
 }
@@ -178,7 +181,7 @@ pub struct Scene<'a> {
 impl<'a> Scene<'a> {
     /// Opens a fresh world for `case`.
     pub fn open(_case: &Case, subject: &'a Subject) -> Result<Scene<'a>, NotStaged> {
-        let world = World::open()?;
+        let world = World::open_with(subject.adapter.world)?;
         let root = format!("{}/root", world.dir().trim_end_matches('/'));
         Ok(Scene {
             adapter: &subject.adapter,
@@ -189,8 +192,10 @@ impl<'a> Scene<'a> {
                 .map(|p| p.display().to_string()),
             root,
             world,
+            bundles: crate::oci::Bundles::default(),
             transcript: Vec::new(),
             secret: None,
+            probes: 0,
             staging: None,
         })
     }
@@ -206,8 +211,17 @@ impl<'a> Scene<'a> {
     }
 
     fn exec(&mut self, argv: Vec<String>, stdin: &[u8]) -> Result<Run, NotStaged> {
+        self.exec_env(argv, &[], stdin)
+    }
+
+    fn exec_env(
+        &mut self,
+        argv: Vec<String>,
+        env: &[(String, String)],
+        stdin: &[u8],
+    ) -> Result<Run, NotStaged> {
         let start = Instant::now();
-        let e = self.world.exec(&argv, stdin, command_deadline())?;
+        let e = self.world.exec(&argv, env, stdin, command_deadline())?;
         let run = Run {
             argv,
             code: e.code,
@@ -222,7 +236,7 @@ impl<'a> Scene<'a> {
     }
 
     fn expand(
-        &self,
+        &mut self,
         op: Operation,
         root: &str,
         id: Option<&str>,
@@ -230,21 +244,26 @@ impl<'a> Scene<'a> {
         signal: Option<&str>,
         secret_file: Option<&str>,
     ) -> Result<Vec<String>, NotStaged> {
-        let t = self
-            .adapter
+        let adapter = self.adapter;
+        let t = adapter
             .command(op)
             .ok_or_else(|| NotStaged(format!("adapter declares no commands.{op}")))?;
-        if t.uses("bundle") {
-            return Err(NotStaged(
-                "payload mode oci-bundle: this version of doppel does not build OCI bundles yet"
-                    .into(),
-            ));
-        }
         let payload: Vec<String> = payload.iter().map(|s| s.to_string()).collect();
+        // Payload mode oci-bundle: a bundle per box, its process the payload.
+        let bundle = match (t.uses("bundle"), id) {
+            (true, Some(id)) => {
+                let world = &self.world;
+                Some(
+                    self.bundles
+                        .build(world.dir(), |p| world.host_path(p), root, id, &payload)?,
+                )
+            }
+            _ => None,
+        };
         let vars = Vars {
             root: Some(root),
             id,
-            bundle: None,
+            bundle: bundle.as_deref(),
             signal,
             secret_file,
             bindir: self.bindir.as_deref(),
@@ -263,6 +282,36 @@ impl<'a> Scene<'a> {
         let root = self.root.clone();
         let argv = self.expand(op, &root, id, payload, None, None)?;
         self.exec(argv, &[])
+    }
+
+    /// Runs one adapter operation under the rusage wrapper (this executable,
+    /// re-run in the world) and returns the runtime's peak RSS in KiB too.
+    pub fn op_rss(
+        &mut self,
+        op: Operation,
+        id: Option<&str>,
+    ) -> Result<(Run, Option<u64>), NotStaged> {
+        let root = self.root.clone();
+        let argv = self.expand(op, &root, id, &[], None, None)?;
+        let exe = std::env::current_exe()
+            .map_err(|e| NotStaged(format!("cannot find this executable: {e}")))?;
+        self.probes += 1;
+        let out = self.outside_path(&format!("rusage{}", self.probes));
+        let wrapped: Vec<String> = std::iter::once(exe.display().to_string())
+            .chain(argv.iter().cloned())
+            .collect();
+        let env = [(crate::world::RUSAGE_OUT_ENV.to_string(), out.clone())];
+        let mut run = self.exec_env(wrapped, &env, &[])?;
+        run.argv = argv;
+        let usage = self
+            .read(&out)
+            .ok()
+            .and_then(|b| crate::world::Rusage::parse(&String::from_utf8_lossy(&b)));
+        if let Some(u) = usage {
+            run.code = u.code;
+            run.signal = u.signal;
+        }
+        Ok((run, usage.map(|u| u.maxrss_kib)))
     }
 
     /// `kill ID SIGNAL`.
@@ -475,7 +524,11 @@ impl<'a> Scene<'a> {
     /// Plants a file at a world path, replacing what is there.
     pub fn plant(&mut self, path: &str, plant: Plant) -> Result<(), NotStaged> {
         let h = self.host(path);
-        let old = std::fs::read(&h).unwrap_or_default();
+        let old = if plant == Plant::Truncated {
+            std::fs::read(&h).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         if let Ok(m) = std::fs::symlink_metadata(&h) {
             let r = if m.is_dir() {
                 std::fs::remove_dir_all(&h)
@@ -710,6 +763,23 @@ impl<'a> Scene<'a> {
             rand::random::<u64>(),
             rand::random::<u64>()
         )
+    }
+}
+
+impl Drop for Scene<'_> {
+    /// Boxes of OCI runtimes hold host cgroups that outlive the world:
+    /// `delete --force` each before the world ends (best effort; whatever
+    /// is left is removed and reported by [`crate::oci::Bundles`]).
+    fn drop(&mut self) {
+        if !self.adapter.has(Operation::DeleteForce) {
+            return;
+        }
+        for (root, id) in self.bundles.boxes().to_vec() {
+            if let Ok(argv) = self.expand(Operation::DeleteForce, &root, Some(&id), &[], None, None)
+            {
+                let _ = self.exec(argv, &[]);
+            }
+        }
     }
 }
 

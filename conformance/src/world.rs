@@ -154,6 +154,11 @@ impl Census {
         self.procs.iter().find(|p| p.pid == pid && p.state != 'Z')
     }
 
+    /// Whether `pid` is in the census at all, zombies included.
+    pub fn has(&self, pid: i32) -> bool {
+        self.procs.iter().any(|p| p.pid == pid)
+    }
+
     /// Zombies.
     pub fn zombies(&self) -> impl Iterator<Item = &Proc> {
         self.procs.iter().filter(|p| p.state == 'Z')
@@ -301,7 +306,15 @@ const PID_FREE_DEADLINE: Duration = Duration::from_secs(5);
 impl World {
     /// Opens a world.
     pub fn open() -> Result<World, WorldError> {
-        let inner = hw::World::open(hw::WorldOptions::default())?;
+        Self::open_with(crate::adapter::WorldSetup::default())
+    }
+
+    /// Opens a world set up as an adapter's `[world]` table asks.
+    pub fn open_with(setup: crate::adapter::WorldSetup) -> Result<World, WorldError> {
+        let inner = hw::World::open(hw::WorldOptions {
+            unmount_cgroup_unified: setup.unmount_cgroup_unified,
+            ..hw::WorldOptions::default()
+        })?;
         let dir = inner.root().display().to_string();
         Ok(World { inner, dir })
     }
@@ -334,6 +347,7 @@ impl World {
     pub fn exec(
         &mut self,
         argv: &[String],
+        env: &[(String, String)],
         stdin: &[u8],
         deadline: Duration,
     ) -> Result<Exec, WorldError> {
@@ -347,6 +361,9 @@ impl World {
             .args(rest.iter().cloned())
             .stdin(stdin.to_vec())
             .setsid(true);
+        let cmd = env
+            .iter()
+            .fold(cmd, |cmd, (k, v)| cmd.env(k.clone(), v.clone()));
         let e = self.inner.run(&cmd, deadline)?;
         let (code, signal) = match e.status {
             ExitStatus::Exited(c) => (Some(c), None),
@@ -547,5 +564,68 @@ impl World {
 /// Modes this binary may be re-executed in inside a world (doppel-init,
 /// doppel-impostor). Returns when the process is an ordinary invocation.
 pub fn dispatch_hidden_modes() {
+    if let Some(out) = std::env::var_os(RUSAGE_OUT_ENV) {
+        rusage_main(PathBuf::from(out));
+    }
     doppel_harness::init::dispatch();
+}
+
+/// Environment variable that turns this binary into a wrapper measuring the
+/// peak RSS of the command in its argv (written to the named file).
+pub const RUSAGE_OUT_ENV: &str = "DOPPEL_RUSAGE_OUT";
+
+/// What the rusage wrapper reports about the command it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rusage {
+    /// Peak resident set size, KiB.
+    pub maxrss_kib: u64,
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal, when it was killed.
+    pub signal: Option<i32>,
+}
+
+impl Rusage {
+    /// Parses the wrapper's file: `maxrss_kib code|- signal|-`.
+    pub fn parse(text: &str) -> Option<Rusage> {
+        let mut it = text.split_whitespace();
+        let maxrss_kib = it.next()?.parse().ok()?;
+        let code = it.next()?.parse().ok();
+        let signal = it.next()?.parse().ok();
+        Some(Rusage {
+            maxrss_kib,
+            code,
+            signal,
+        })
+    }
+}
+
+/// The rusage wrapper: runs argv\[1..\], waits, records the child's peak RSS
+/// and how it ended, exits like it (128 + signal when killed).
+fn rusage_main(out: PathBuf) -> ! {
+    use std::os::unix::process::ExitStatusExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let Some((prog, rest)) = args.split_first() else {
+        std::process::exit(2);
+    };
+    let status = std::process::Command::new(prog)
+        .args(rest)
+        .env_remove(RUSAGE_OUT_ENV)
+        .status();
+    let Ok(status) = status else {
+        std::process::exit(127);
+    };
+    let maxrss = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map(|u| u.max_rss())
+        .unwrap_or(0);
+    let fmt = |v: Option<i32>| v.map_or("-".to_string(), |v| v.to_string());
+    let _ = std::fs::write(
+        &out,
+        format!("{maxrss} {} {}\n", fmt(status.code()), fmt(status.signal())),
+    );
+    std::process::exit(
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+    );
 }

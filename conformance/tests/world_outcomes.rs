@@ -1,6 +1,7 @@
 //! Whole-suite checks that need worlds, run through the `doppel` binary as a
-//! user would: refbox passes every case; a naive pid-file runtime is caught
-//! by the cases that claim to catch its mistakes (proof the cases can fail);
+//! user would: refbox passes every case; each flaw (flawbox's, and the naive
+//! pid-file runtime in tests/naive) is caught by every case that claims to
+//! catch it (proof the cases can fail);
 //! the libtest front end (what nextest runs) and `doppel run` report the same
 //! outcomes. harness = false so a machine that cannot open worlds lists these
 //! as ignored with the reason instead of passing them.
@@ -67,65 +68,70 @@ fn refbox_passes_every_case() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Cases the naive runtime (pid file + `kill -0`, see tests/naive) must fail,
-/// each with the mistake it catches.
-const NAIVE_MUST_FAIL: &[(&str, &str)] = &[
-    ("identity::recycled_pid_not_alive", "kill -0 liveness"),
-    ("identity::same_exe_impostor", "kill -0 liveness"),
-    ("stop::never_signals_foreign", "kill $(cat pid)"),
-    (
-        "stop::signal_targets_sane",
-        "kill with an unchecked pid (0, -1)",
-    ),
-    (
-        "recovery::unverifiable_not_orphaned",
-        "legacy pid trusted as running",
-    ),
-    (
-        "recovery::legacy_record_read",
-        "legacy pid trusted and signalled",
-    ),
-    ("files::oversized_record", "uncapped read"),
-    ("files::fifo_record", "blocking open of a FIFO"),
-    ("files::symlink_record", "symlinks followed"),
-    ("files::garbage_record", "no validation of the record"),
-    (
-        "files::bad_record_isolated",
-        "one bad record stops list/recover",
-    ),
-    ("files::private_dirs", "default umask"),
-    (
-        "sentinels::stale_log_cleanup",
-        "kill -0 on the sentinel pid",
-    ),
-];
-
-fn naive_runtime_is_caught() -> Result<(), Failed> {
-    let adapter = naive_dir().join("naive.toml");
-    let bindir = naive_dir();
+/// Runs the cases that claim `flaw` (see `Case::caught_by`) against the
+/// flawed runtime and requires every one of them to fail.
+fn flaw_is_caught(flaw: &'static str) -> Result<(), Failed> {
+    let cases: Vec<&str> = doppel_conformance::cases::ALL
+        .iter()
+        .filter(|c| c.caught_by.contains(&flaw))
+        .map(|c| c.id)
+        .collect();
+    let naive = naive_dir();
+    let flawbox = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/adapters/flawbox.toml");
+    let mut args: Vec<String> = if flaw == "naive" {
+        vec![
+            "--adapter".into(),
+            naive.join("naive.toml").display().to_string(),
+            "--bindir".into(),
+            naive.display().to_string(),
+        ]
+    } else {
+        vec!["--adapter".into(), flawbox.display().to_string()]
+    };
+    args.push("--exact".into());
+    args.extend(cases.iter().map(|c| c.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (r, code) = run_json(
+        &args,
+        // Hangs (FIFO, 1 TiB reads) are caught at the deadline; keep it short.
         &[
-            "--adapter",
-            adapter.to_str().ok_or("path")?,
-            "--bindir",
-            bindir.to_str().ok_or("path")?,
+            ("DOPPEL_COMMAND_DEADLINE_MS", "1000"),
+            ("FLAWBOX_FLAW", flaw),
         ],
-        // Its hangs (FIFO, 1 TiB read) are caught at the deadline; keep it short.
-        &[("DOPPEL_COMMAND_DEADLINE_MS", "2000")],
     )?;
     let got = outcomes(&r);
-    let missed: Vec<String> = NAIVE_MUST_FAIL
+    let missed: Vec<String> = cases
         .iter()
-        .filter(|(id, _)| got.get(*id).map(String::as_str) != Some("fail"))
-        .map(|(id, flaw)| format!("{id} ({flaw}): {:?}", got.get(*id)))
+        .filter(|id| got.get(**id).map(String::as_str) != Some("fail"))
+        .map(|id| {
+            format!(
+                "{id}: {:?}",
+                r.cases.iter().find(|c| c.id == *id).map(|c| &c.outcome)
+            )
+        })
         .collect();
     if !missed.is_empty() {
-        return Err(format!("cases that did not catch the naive runtime: {missed:#?}").into());
+        return Err(format!("cases that claim to catch {flaw} but did not: {missed:#?}").into());
     }
     if code != 1 {
         return Err(format!("doppel run exited {code} with MUST failures, expected 1").into());
     }
     Ok(())
+}
+
+/// Every case the default subject can run is paired with a flaw.
+fn every_applicable_case_is_paired_with_a_flaw() -> Result<(), Failed> {
+    let subject = doppel_conformance::runner::Subject::default_refbox();
+    let unpaired: Vec<&str> = doppel_conformance::cases::ALL
+        .iter()
+        .filter(|c| c.not_applicable(&subject.adapter).is_none() && c.caught_by.is_empty())
+        .map(|c| c.id)
+        .collect();
+    if unpaired.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("cases no flaw is shown to fail: {unpaired:?}").into())
+    }
 }
 
 fn libtest_and_run_agree() -> Result<(), Failed> {
@@ -166,13 +172,29 @@ fn main() -> std::process::ExitCode {
     if ignore {
         eprintln!("world tests ignored: {}", blocked.join("; "));
     }
-    let trials = vec![
+    let mut flaws: Vec<&'static str> = doppel_conformance::cases::ALL
+        .iter()
+        .flat_map(|c| c.caught_by.iter().copied())
+        .collect();
+    flaws.sort_unstable();
+    flaws.dedup();
+    let mut trials = vec![
         Trial::test("refbox_passes_every_case", refbox_passes_every_case),
-        Trial::test("naive_runtime_is_caught", naive_runtime_is_caught),
         Trial::test("libtest_and_run_agree", libtest_and_run_agree),
-    ]
-    .into_iter()
-    .map(|t| t.with_ignored_flag(ignore))
-    .collect();
+    ];
+    trials.extend(
+        flaws
+            .into_iter()
+            .map(|f| Trial::test(format!("caught::{f}"), move || flaw_is_caught(f))),
+    );
+    let mut trials: Vec<Trial> = trials
+        .into_iter()
+        .map(|t| t.with_ignored_flag(ignore))
+        .collect();
+    // Pure catalog check: no world needed.
+    trials.push(Trial::test(
+        "every_applicable_case_is_paired_with_a_flaw",
+        every_applicable_case_is_paired_with_a_flaw,
+    ));
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -59,10 +59,77 @@ fn planted_record(s: &mut Scene<'_>, id: &str, plant: Plant) -> Result<Vec<Strin
     Ok(problems)
 }
 
+/// How much more a runtime may hold in memory with an oversized record
+/// planted than without it (peak RSS).
+const RSS_BUDGET_KIB: u64 = 16 * 1024;
+
 pub(crate) fn oversized_record(s: &mut Scene<'_>) -> Verdict {
-    let problems = planted_record(s, "big", Plant::Oversized { bytes: 1 << 40 })?;
+    live_box(s, "healthy")?;
+    live_box(s, "big")?;
+    let path = s
+        .path(FileKind::State, "big")
+        .ok_or_else(|| NotStaged("adapter declares no files.state".into()))?;
+    let mut problems = Vec::new();
+    // Peak RSS of the same commands without the plant: the baseline.
+    let mut base = std::collections::BTreeMap::new();
+    for (op, id) in [
+        (Operation::State, Some("healthy")),
+        (Operation::List, None),
+        (Operation::Recover, None),
+    ] {
+        let (_, rss) = s.op_rss(op, id)?;
+        base.insert(op, rss);
+    }
+    // 1 GiB + 1: a reader that slurps it holds a GiB; a capped one a few KiB.
+    // 1 TiB: a reader that reads it all never answers.
+    for (bytes, measure) in [((1u64 << 30) + 1, true), (1 << 40, false)] {
+        let plant = Plant::Oversized { bytes };
+        let what = plant.to_string();
+        s.plant(&path, plant)?;
+        let before = s.fingerprint(&path)?;
+        for (op, id) in [
+            (Operation::State, Some("big")),
+            (Operation::List, None),
+            (Operation::Recover, None),
+        ] {
+            let (run, rss) = if measure {
+                s.op_rss(op, id)?
+            } else {
+                (s.op(op, id, &[])?, None)
+            };
+            if hung(&run) {
+                problems.push(format!("{op} with a {what} record hung: {}", run.summary()));
+            } else if run.crashed() {
+                problems.push(format!(
+                    "{op} with a {what} record crashed: {}",
+                    run.summary()
+                ));
+            }
+            if let (Some(r), Some(Some(b))) = (rss, base.get(&op)) {
+                if r > b + RSS_BUDGET_KIB {
+                    problems.push(format!(
+                        "{op} with a {what} record peaked at {} KiB RSS, {} KiB more than without it (budget {RSS_BUDGET_KIB} KiB)",
+                        r,
+                        r - b
+                    ));
+                }
+            }
+            if op == Operation::List && !hung(&run) && !run.stdout.contains("healthy") {
+                problems.push(format!(
+                    "list with a {what} record beside it does not name the healthy box: {}",
+                    run.summary()
+                ));
+            }
+        }
+        if s.fingerprint(&path)? != before {
+            problems.push(format!(
+                "the planted {what} at {path} was changed or removed"
+            ));
+        }
+    }
+    problems.extend(state_problem(s, "healthy", &[Status::Running])?);
     judge(
-        "an oversized record is skipped or refused promptly, left in place, and healthy boxes still handled",
+        "an oversized record is refused promptly with bounded memory, left in place, and healthy boxes still handled",
         problems,
         s,
     )

@@ -27,6 +27,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World, M::PidPlacement],
         ops: &[Op::Run, Op::State],
         caps: &[],
+        caught_by: &["kill0-liveness", "naive"],
         run: identity::recycled_pid_not_alive,
     },
     Case {
@@ -37,6 +38,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World, M::PidPlacement],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
+        caught_by: &["start-time-only", "kill0-liveness"],
         run: identity::same_tick_impostor,
     },
     Case {
@@ -47,6 +49,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World, M::PidPlacement],
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
+        caught_by: &["kill0-liveness", "substring-id", "naive"],
         run: identity::same_exe_impostor,
     },
     Case {
@@ -57,6 +60,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World, M::PidPlacement],
         ops: &[Op::Run, Op::Kill, Op::DeleteForce],
         caps: &[],
+        caught_by: &["kill0-liveness", "naive"],
         run: stop::never_signals_foreign,
     },
     Case {
@@ -67,6 +71,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Create, Op::Run, Op::State, Op::Kill],
         caps: &[],
+        caught_by: &["stop-spawns"],
         run: stop::never_spawns,
     },
     Case {
@@ -77,6 +82,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::Kill],
         caps: &[],
+        caught_by: &["naive"],
         run: stop::signal_targets_sane,
     },
     Case {
@@ -87,6 +93,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
+        caught_by: &["trusts-nothing"],
         run: recovery::adopts_live_box,
     },
     Case {
@@ -97,6 +104,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::Recover],
         caps: &[],
+        caught_by: &["kill0-liveness", "start-time-only", "naive"],
         run: recovery::unverifiable_not_orphaned,
     },
     Case {
@@ -107,6 +115,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World, M::PidPlacement],
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
+        caught_by: &["kill0-liveness", "naive"],
         run: recovery::legacy_record_read,
     },
     Case {
@@ -117,6 +126,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::Start, Op::State],
         caps: &[],
+        caught_by: &["drops-crash-evidence"],
         run: recovery::crash_evidence_kept,
     },
     Case {
@@ -127,6 +137,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::Kill, Op::Recover],
         caps: &[],
+        caught_by: &["kill0-liveness", "start-time-only"],
         run: recovery::reboot_detected,
     },
     Case {
@@ -137,6 +148,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
+        caught_by: &["substring-id"],
         run: ids::prefix_collision,
     },
     Case {
@@ -147,16 +159,18 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run],
         caps: &[],
+        caught_by: &["naive"],
         run: ids::argv_exact,
     },
     Case {
         id: "files::oversized_record",
         level: Level::Must,
-        scene: "sparse 1 TiB state record planted",
-        holds: "state/list/recover answer (no hang, no OOM); healthy box listed; the file left in place",
+        scene: "sparse 1 GiB+1 then 1 TiB state record planted",
+        holds: "state/list/recover answer, peak RSS < 16 MiB above baseline; healthy box listed; the file left in place",
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
+        caught_by: &["uncapped-read", "naive"],
         run: files::oversized_record,
     },
     Case {
@@ -167,6 +181,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
+        caught_by: &["uncapped-read", "naive"],
         run: files::fifo_record,
     },
     Case {
@@ -177,6 +192,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover, Op::DeleteForce],
         caps: &[],
+        caught_by: &["naive"],
         run: files::symlink_record,
     },
     Case {
@@ -187,6 +203,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::State],
         caps: &[],
+        caught_by: &["naive"],
         run: files::garbage_record,
     },
     Case {
@@ -197,6 +214,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::List, Op::Recover],
         caps: &[],
+        caught_by: &["uncapped-read", "naive"],
         run: files::bad_record_isolated,
     },
     Case {
@@ -207,6 +225,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run],
         caps: &[],
+        caught_by: &["open-modes", "naive"],
         run: files::private_dirs,
     },
     Case {
@@ -217,6 +236,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World, M::PidPlacement],
         ops: &[Op::Run, Op::Cleanup],
         caps: &[Cap::LogSentinels],
+        caught_by: &["naive"],
         run: sentinels::stale_log_cleanup,
     },
     Case {
@@ -227,6 +247,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run],
         caps: &[],
+        caught_by: &["zombie-leak"],
         run: zombies::none_after_failures,
     },
     Case {
@@ -237,6 +258,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[],
         caps: &[Cap::Daemon],
+        caught_by: &[],
         run: later::not_in_this_suite,
     },
     Case {
@@ -247,6 +269,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[],
         caps: &[Cap::Helper],
+        caught_by: &[],
         run: later::not_in_this_suite,
     },
     Case {
@@ -257,6 +280,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[],
         caps: &[Cap::Helper],
+        caught_by: &[],
         run: later::not_in_this_suite,
     },
     Case {
@@ -267,6 +291,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[],
         caps: &[Cap::Helper],
+        caught_by: &[],
         run: later::not_in_this_suite,
     },
     Case {
@@ -277,6 +302,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::RunSecret],
         caps: &[Cap::SecretsStdin],
+        caught_by: &["secrets-in-argv"],
         run: secrets::not_in_proc,
     },
 ];

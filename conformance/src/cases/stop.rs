@@ -38,14 +38,14 @@ pub(crate) fn never_spawns(s: &mut Scene<'_>) -> Verdict {
         let new: Vec<String> = after
             .procs
             .iter()
-            .filter(|p| before.get(p.pid).is_none())
+            .filter(|p| !before.has(p.pid))
             .map(|p| format!("pid {} {:?}", p.pid, p.cmdline))
             .collect();
         // Orphans reaped during the kill that were not there before it (the
         // box's own shim may end, which is no spawn).
         let reaped: Vec<String> = after.orphans[orphans_before.min(after.orphans.len())..]
             .iter()
-            .filter(|o| before.get(o.pid).is_none())
+            .filter(|o| !before.has(o.pid))
             .map(|o| o.to_string())
             .collect();
         if !new.is_empty() {

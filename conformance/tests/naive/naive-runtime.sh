@@ -15,9 +15,13 @@ run)
     [ "${1:-}" = "--" ] && shift
     mkdir -p "$root/$id/log"
     "$@" </dev/null >/dev/null 2>&1 &
-    echo $! >"$root/$id/pid"
+    pid=$!
+    # Return once the payload has exec'd (its exe is no longer the shell's).
+    me=$(readlink /proc/$$/exe)
+    while [ "$(readlink /proc/$pid/exe 2>/dev/null)" = "$me" ]; do :; done
+    echo $pid >"$root/$id/pid"
     printf '{"id":"%s"}\n' "$id" >"$root/$id/state.json"
-    printf '%s\n' $! >"$root/$id/log/.sentinel"
+    printf '%s\n' $pid >"$root/$id/log/.sentinel"
     ;;
 state)
     id=$1
