@@ -114,6 +114,19 @@ fn clone3_fork(set_tid: Option<i32>) -> Result<i32, Errno> {
     }
 }
 
+/// clone3 when a PID is requested; plain fork(2) otherwise, so worlds still
+/// work where clone3 is missing or filtered (Docker's default seccomp profile
+/// answers ENOSYS to clone3).
+fn fork_maybe_at(set_tid: Option<i32>) -> Result<i32, Errno> {
+    if set_tid.is_some() {
+        return clone3_fork(set_tid);
+    }
+    // SAFETY: callers are single-threaded (doppel-init, probes), so the child
+    // may run the plan or exit; see `clone3_fork`.
+    let r = unsafe { libc::fork() };
+    if r < 0 { Err(last_errno()) } else { Ok(r) }
+}
+
 /// Runs in the child after fork: async-signal-safe only (no allocation, no
 /// locks). Never returns.
 fn exec_child(plan: &ChildPlan) -> ! {
@@ -170,7 +183,7 @@ fn exec_child(plan: &ChildPlan) -> ! {
 /// child's PID; exec errors arrive on the plan's error pipe.
 /// Single-threaded callers only (doppel-init).
 pub fn spawn_child(plan: &ChildPlan, set_tid: Option<i32>) -> Result<i32, Errno> {
-    match clone3_fork(set_tid)? {
+    match fork_maybe_at(set_tid)? {
         0 => exec_child(plan),
         pid => Ok(pid),
     }
@@ -179,7 +192,7 @@ pub fn spawn_child(plan: &ChildPlan, set_tid: Option<i32>) -> Result<i32, Errno>
 /// Forks (at `set_tid` when given) a child that exits at once with status 0.
 /// Used by wraparound placement and capability probes.
 pub fn fork_and_exit(set_tid: Option<i32>) -> Result<i32, Errno> {
-    match clone3_fork(set_tid)? {
+    match fork_maybe_at(set_tid)? {
         0 => exit_now(0),
         pid => Ok(pid),
     }
