@@ -26,7 +26,6 @@ use crate::proto::{
 use crate::sys;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::{CString, OsString};
@@ -263,14 +262,10 @@ fn run_stub(args: WorldArgs) -> i32 {
             // Only init may hold the control socket, so EOF reaches it when the
             // harness goes away.
             drop(control);
-            loop {
-                match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None) {
-                    Ok(WaitStatus::Exited(_, c)) => return c,
-                    Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
-                    Ok(_) => continue,
-                    Err(nix::Error::EINTR) => continue,
-                    Err(_) => return 1,
-                }
+            match reap(child) {
+                Some(ExitStatus::Exited(c)) => c,
+                Some(ExitStatus::Signaled(s)) => 128 + s.get(),
+                None => 1,
             }
         }
     }
@@ -453,25 +448,23 @@ fn read_stat(pid: i32) -> Option<procfs::ProcStat> {
     parse_stat(&bytes).ok()
 }
 
-fn status_of(ws: WaitStatus) -> Option<ExitStatus> {
-    match ws {
-        WaitStatus::Exited(_, c) => Some(ExitStatus::Exited(c)),
-        WaitStatus::Signaled(_, s, _) => Signal::new(s as i32).ok().map(ExitStatus::Signaled),
-        _ => None,
-    }
-}
-
-/// Reaps one specific child, blocking (callers only use it after SIGKILL or
-/// after exec failed, so the wait is short).
+/// Reaps one specific child, blocking (callers only use it on a child that
+/// exited or was SIGKILLed, so the wait is short). Raw statuses, so a death by
+/// a real-time signal is reported too.
 fn reap(pid: i32) -> Option<ExitStatus> {
+    let p = rustix::process::Pid::from_raw(pid)?;
     loop {
-        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
-            Ok(ws) => {
-                if let Some(s) = status_of(ws) {
-                    return Some(s);
+        match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, ws))) => {
+                if let Some(c) = ws.exit_status() {
+                    return Some(ExitStatus::Exited(c));
+                }
+                if let Some(s) = ws.terminating_signal() {
+                    return Signal::new(s).ok().map(ExitStatus::Signaled);
                 }
             }
-            Err(nix::Error::EINTR) => continue,
+            Ok(None) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return None,
         }
     }
@@ -589,13 +582,9 @@ impl Init {
     /// Wait; the others are recorded as reaped orphans.
     fn reap_all(&mut self) {
         loop {
-            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-            let pid = match nix::sys::wait::waitid(Id::All, flags) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(ws) => match ws.pid() {
-                    Some(p) => p.as_raw(),
-                    None => return,
-                },
+            let pid = match sys::peek_exited_child() {
+                Ok(Some(pid)) => pid,
+                Ok(None) | Err(_) => return,
             };
             // Peeked with WNOWAIT: the zombie's /proc entry is still there.
             let stat = read_stat(pid);
@@ -719,16 +708,12 @@ impl Init {
                     return None;
                 }
             }
-            Request::Signal { pid, signal } => {
-                let sig = NixSignal::try_from(signal.get()).map_err(|_| bad("unknown signal"));
-                sig.and_then(|s| {
-                    kill(pid.get(), s).map_err(|e| match e {
-                        nix::Error::ESRCH => RemoteError::NoSuchProcess { pid },
-                        e => sys_err("kill", errno_of(e)),
-                    })
+            Request::Signal { pid, signal } => sys::kill(pid.get(), signal.get())
+                .map_err(|e| match e {
+                    libc::ESRCH => RemoteError::NoSuchProcess { pid },
+                    e => sys_err("kill", e),
                 })
-                .map(|()| Response::Signaled)
-            }
+                .map(|()| Response::Signaled),
             Request::Census { environ_cap } => Ok(self.census(environ_cap)),
             Request::SameTick {
                 victim,

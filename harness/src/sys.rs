@@ -350,3 +350,34 @@ pub fn close_fds_except(keep: RawFd) {
         }
     }
 }
+
+/// Peeks (WNOWAIT) at one exited child: its PID, or `None` when no child has
+/// exited yet. The child stays a zombie until reaped.
+pub fn peek_exited_child() -> Result<Option<i32>, Errno> {
+    // SAFETY: a zeroed siginfo_t is a valid output buffer for waitid, which
+    // fills it in (or leaves si_pid 0 with WNOHANG when nothing is ready);
+    // si_pid() reads the union member waitid sets for CLD_* codes.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if r < 0 {
+            return Err(last_errno());
+        }
+        let pid = info.si_pid();
+        Ok((pid > 0).then_some(pid))
+    }
+}
+
+/// kill(2) with a raw signal number (including real-time signals, which the
+/// typed wrappers of nix do not cover).
+pub fn kill(pid: i32, sig: i32) -> Result<(), Errno> {
+    // SAFETY: kill has no memory effects; `pid` is a positive PID chosen by
+    // the caller (never 0 or -1, which would address groups).
+    let r = unsafe { libc::kill(pid, sig) };
+    if r < 0 { Err(last_errno()) } else { Ok(()) }
+}

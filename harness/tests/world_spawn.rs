@@ -218,3 +218,49 @@ fn wraparound_placement_reaches_a_recycled_pid() {
         "{err:?}"
     );
 }
+
+#[test]
+fn death_by_a_realtime_signal_is_reported_and_reaping_goes_on() {
+    skip_without_worlds!();
+    let w = open_world();
+    let rt = Signal::new(35).unwrap();
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    w.signal(s.pid, rt).unwrap();
+    let exit = w.wait(s.pid, Duration::from_secs(10)).unwrap();
+    assert_eq!(exit.status, ExitStatus::Signaled(rt));
+    // An orphan killed the same way is still reaped and recorded.
+    let d = w.daemon().unwrap();
+    w.signal(d.pid, rt).unwrap();
+    let again = w
+        .run(&WorldCommand::new("/bin/true"), Duration::from_secs(10))
+        .unwrap();
+    assert!(again.status.success());
+    for _ in 0..10_000 {
+        if let Some(o) = w
+            .census()
+            .unwrap()
+            .reaped_orphans()
+            .iter()
+            .find(|o| o.pid == d.pid)
+        {
+            assert_eq!(o.status, ExitStatus::Signaled(rt));
+            return;
+        }
+    }
+    panic!("orphan killed by a real-time signal was never reaped");
+}
+
+#[test]
+fn signal_to_a_missing_process_is_typed() {
+    skip_without_worlds!();
+    let w = open_world();
+    let err = w
+        .signal(Pid::new(w.pid_max() - 1).unwrap(), Signal::TERM)
+        .unwrap_err();
+    assert!(
+        matches!(err, WorldError::Remote(RemoteError::NoSuchProcess { .. })),
+        "{err:?}"
+    );
+}
