@@ -29,10 +29,12 @@ pub(crate) fn adopts_live_box(s: &mut Scene<'_>) -> Verdict {
         if after.get(pid).is_none() {
             problems.push(format!("{id}'s process {pid} is gone after recovery"));
         }
+        // Processes naming the box, other than the box's own children (a
+        // shim's child between fork and exec still carries the shim's argv).
         let carriers = |c: &crate::scene::Census| {
             c.procs
                 .iter()
-                .filter(|p| p.cmdline.iter().any(|x| x == id) && p.state != 'Z')
+                .filter(|p| p.cmdline.iter().any(|x| x == id) && p.state != 'Z' && p.ppid != pid)
                 .count()
         };
         if carriers(&after) > carriers(&before) {
