@@ -68,13 +68,17 @@ impl WorldCommand {
 
     /// Sets an environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> WorldCommand {
-        self.env.set.push((key.into(), value.into()));
+        let key = key.into();
+        self.env.remove.retain(|k| *k != key);
+        self.env.set.push((key, value.into()));
         self
     }
 
-    /// Removes an inherited environment variable.
+    /// Removes an environment variable (inherited, or set earlier).
     pub fn env_remove(mut self, key: impl Into<String>) -> WorldCommand {
-        self.env.remove.push(key.into());
+        let key = key.into();
+        self.env.set.retain(|(k, _)| *k != key);
+        self.env.remove.push(key);
         self
     }
 

@@ -134,13 +134,22 @@ fn exec_child(plan: &ChildPlan) -> ! {
     // memory owned by `plan`, which the fork copied into this process; nothing
     // allocates or takes a lock. The child only ever leaves by execve or _exit.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        // Dispositions survive exec when ignored (Rust ignores SIGPIPE): reset all.
+        // The raw syscall: glibc's sigprocmask will not touch its internal
+        // signals (32, 33), and an inherited block of those must not leak.
+        let empty: u64 = 0;
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            std::mem::size_of::<u64>(),
+        );
+        // Dispositions survive exec when ignored (Rust ignores SIGPIPE; test
+        // runners may ignore the real-time signals glibc keeps for itself,
+        // which glibc's signal() refuses to touch): reset all, raw.
         for sig in 1..65 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+                reset_disposition(sig);
             }
         }
         if plan.setsid {
@@ -176,6 +185,45 @@ fn exec_child(plan: &ChildPlan) -> ! {
         let bytes = errno.to_ne_bytes();
         libc::write(plan.exec_err_fd, bytes.as_ptr().cast(), bytes.len());
         libc::_exit(127)
+    }
+}
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Sets `sig` to SIG_DFL with rt_sigaction(2) directly. Async-signal-safe.
+fn reset_disposition(sig: c_int) {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let act = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: `act` matches the kernel's struct sigaction on this
+        // architecture and outlives the call; sigsetsize is the kernel's 8.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &act as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    // SAFETY: signal() with SIG_DFL installs no handler.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
     }
 }
 

@@ -264,3 +264,98 @@ fn signal_to_a_missing_process_is_typed() {
         "{err:?}"
     );
 }
+
+fn status_field(w: &doppel_harness::World, pid: Pid, key: &str) -> String {
+    let text = std::fs::read_to_string(w.host_root().join(format!("proc/{pid}/status"))).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn world_processes_get_a_clean_signal_state() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
+        .unwrap();
+    // init blocks SIGCHLD and Rust ignores SIGPIPE: neither may leak.
+    assert_eq!(status_field(&w, s.pid, "SigBlk:"), "0000000000000000");
+    assert_eq!(status_field(&w, s.pid, "SigIgn:"), "0000000000000000");
+}
+
+#[test]
+fn setsid_env_and_cwd_are_applied() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000").setsid(true))
+        .unwrap();
+    let stat = std::fs::read_to_string(w.host_root().join(format!("proc/{}/stat", s.pid))).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    let session: i32 = after.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(session, s.pid.get(), "session leader");
+
+    let exit = w
+        .run(
+            &WorldCommand::new("/usr/bin/env")
+                .env_clear()
+                .env("A", "1")
+                .env("B", "2"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(exit.stdout.bytes, b"A=1\nB=2\n");
+
+    let exit = w
+        .run(
+            &WorldCommand::new("/bin/sh")
+                .args(["-c", "pwd; echo ${DOPPEL_TEST_X-unset}"])
+                .current_dir("/tmp")
+                .env("DOPPEL_TEST_X", "x")
+                .env_remove("DOPPEL_TEST_X"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(exit.stdout.bytes, b"/tmp\nunset\n");
+}
+
+#[test]
+fn ready_fd_waits_for_the_line_and_times_out_typed() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w
+        .spawn(
+            &WorldCommand::new("/bin/sh")
+                .args(["-c", "echo \"up $DOPPEL_READY_FD\" >&3; exec sleep 1000"])
+                .ready_fd(true),
+        )
+        .unwrap();
+    assert_eq!(s.ready_line.as_deref(), Some("up 3"));
+    let err = w
+        .spawn(
+            &WorldCommand::new("/bin/sleep")
+                .arg("1000")
+                .ready_fd(true)
+                .ready_timeout(Duration::from_millis(50)),
+        )
+        .unwrap_err();
+    let WorldError::Remote(RemoteError::ReadyTimeout { pid, .. }) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        w.proc_stat(pid).is_err(),
+        "the silent process was killed and reaped"
+    );
+    // EOF without a line also ends the wait.
+    let s = w
+        .spawn(
+            &WorldCommand::new("/bin/sh")
+                .args(["-c", "exec 3>&-; exec sleep 1000"])
+                .ready_fd(true),
+        )
+        .unwrap();
+    assert_eq!(s.ready_line, None);
+}
