@@ -865,6 +865,7 @@ impl Runtime {
             source,
         };
         remove_log_dir(&log).map_err(werr)?;
+        remove_own_temp_files(&dir).map_err(werr)?;
         // state.json goes last: a delete killed half-way leaves a box that
         // still loads (identity absent → stopped) and can be deleted again.
         for name in [
@@ -998,19 +999,42 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Whether `name` is a temp file of [`fswrite::write_atomic`] for one of
+/// refbox's own files (`.<name>.tmp.<pid>`), left by a writer that was killed.
+fn is_own_temp(name: &str) -> bool {
+    let own = [
+        layout::STATE,
+        layout::IDENTITY,
+        layout::EXIT,
+        layout::SENTINEL,
+    ];
+    name.strip_prefix('.')
+        .and_then(|rest| rest.split_once(".tmp"))
+        .is_some_and(|(base, tail)| {
+            own.contains(&base)
+                && (tail.is_empty()
+                    || tail
+                        .strip_prefix('.')
+                        .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit())))
+        })
+}
+
+/// Removes refbox's own stale temp files in `dir`.
+fn remove_own_temp_files(dir: &Path) -> Result<(), WriteError> {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_str().is_some_and(is_own_temp) {
+            fswrite::remove_file(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes a log dir's known files, then the dir (if only those were there).
 fn remove_log_dir(log: &Path) -> Result<(), WriteError> {
     for name in [layout::SENTINEL, layout::OUTPUT, "shim.log"] {
         fswrite::remove_file(&log.join(name))?;
     }
-    if let Ok(entries) = std::fs::read_dir(log) {
-        for e in entries.flatten() {
-            let n = e.file_name();
-            if n.to_string_lossy().starts_with(".") && n.to_string_lossy().contains(".tmp.") {
-                fswrite::remove_file(&e.path())?;
-            }
-        }
-    }
+    remove_own_temp_files(log)?;
     fswrite::remove_dir(log)
 }
 
@@ -1096,5 +1120,31 @@ fn entry_error(rt: &Runtime, id: &BoxId, e: &RuntimeError) -> EntryError {
         id: Some(id.to_string()),
         path,
         error: chain(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_temp;
+
+    #[test]
+    fn own_temp_names() {
+        for yes in [
+            ".state.json.tmp.42",
+            ".exit.tmp.7",
+            ".shim.pid.tmp",
+            "..sentinel.tmp.1",
+        ] {
+            assert!(is_own_temp(yes), "{yes}");
+        }
+        for no in [
+            "state.json",
+            ".state.json.tmp.x",
+            ".foo.tmp.1",
+            ".state.json.tmpx",
+            "planted",
+        ] {
+            assert!(!is_own_temp(no), "{no}");
+        }
     }
 }

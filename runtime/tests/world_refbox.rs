@@ -119,31 +119,33 @@ fn stderr(e: &Exit) -> String {
 }
 
 /// SIGKILLs the box's shim (through refbox: verified) and waits, paced by
-/// census round trips, until neither it nor its payload holds the pid (the
-/// payload sits in the shim's session, which pins the number as a sid).
+/// census round trips, until no world process uses the number as its pid,
+/// process group or session (the payload sits in the shim's session, which
+/// pins the number even after the shim is reaped).
 fn kill_box_and_free_pid(s: &Scene, id: &str, victim: Pid) -> R {
-    let census = s.w.census()?;
-    let mut held: Vec<Pid> = vec![victim];
-    held.extend(
-        census
-            .processes()
-            .iter()
-            .filter(|p| p.stat.ppid == victim.get())
-            .map(|p| p.stat.pid),
-    );
     s.ok(&["kill", id, "KILL"])?;
     let deadline = std::time::Instant::now() + T;
     loop {
         let census = s.w.census()?;
-        if !census
-            .processes()
-            .iter()
-            .any(|p| held.contains(&p.stat.pid))
-        {
+        let pinned = census.processes().iter().any(|p| {
+            let stat =
+                std::fs::read_to_string(s.w.host_root().join(format!("proc/{}/stat", p.stat.pid)))
+                    .unwrap_or_default();
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+            // Fields after ")": state ppid pgrp session ...
+            let ids: Vec<i32> = after
+                .split_whitespace()
+                .skip(2)
+                .take(2)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            p.stat.pid == victim || ids.contains(&victim.get())
+        });
+        if !pinned {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            return Err(format!("pids {held:?} still held").into());
+            return Err(format!("pid {victim} still in use").into());
         }
     }
 }
@@ -350,7 +352,7 @@ fn crash_evidence_kept() -> R {
     while st["status"] != "stopped" && std::time::Instant::now() < deadline {
         st = s.state("c")?;
     }
-    check(st["exit"]["code"] == 3, format!("exit {}", st["exit"]))?;
+    check(st["exit"]["code"] == 3, format!("exit: {st}"))?;
     let r = s.ok(&["recover"])?;
     check(
         String::from_utf8_lossy(&r.stdout.bytes).contains("marked-stopped"),
@@ -566,10 +568,11 @@ fn recover_adopts_live_boxes() -> R {
         .collect();
     check(actions == ["adopted"; 3], format!("actions {actions:?}"))?;
     let census = s.w.census()?;
+    // Parented by init: a shim's child between fork and exec still shows the shim's argv.
     let shims = census
         .processes()
         .iter()
-        .filter(|p| p.argv.first().is_some_and(|a| a == "refbox-shim"))
+        .filter(|p| p.stat.ppid == 1 && p.argv.first().is_some_and(|a| a == "refbox-shim"))
         .count();
     check(shims == 3, format!("{shims} shims"))?;
     for id in ["a", "b", "c"] {
