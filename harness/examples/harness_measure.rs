@@ -2,7 +2,7 @@
 //! benches are the tracked numbers): world open+close, spawn_at, wraparound
 //! placement at the default pid_max, same-tick success rate.
 //!
-//! `cargo run --release -p doppel-harness --example measure`
+//! `cargo run --release -p doppel-harness --example harness_measure`
 
 use doppel_harness::{Pid, StartTime, World, WorldCommand, WorldOptions};
 use std::time::{Duration, Instant};
