@@ -423,7 +423,8 @@ impl World {
     }
 
     /// Starts `cmd` at exactly `pid` (clone3 `set_tid`, else `ns_last_pid`),
-    /// verified. Typed errors: `PidTaken`, `PidOutOfRange`.
+    /// verified. Typed errors: `PidTaken`, `PidOutOfRange` (valid PIDs are
+    /// `2..pid_max`). With `set_tid` the kernel's PID counter does not move.
     pub fn spawn_at(&self, pid: Pid, cmd: &WorldCommand) -> Result<Spawned, WorldError> {
         self.spawn_spec(cmd.to_spec(Some(pid), None), cmd)
     }
@@ -583,6 +584,13 @@ impl World {
     /// Places `cmd` at `pid` the slow way: fork-and-exit until the PID
     /// counter comes round (for benchmarks; `spawn_at` is the fast way).
     /// Gives up (`Remote(NotStaged)`) after `max_forks` (default 2 × pid_max).
+    ///
+    /// The kernel's PID counter only moves on ordinary forks: a victim placed
+    /// with [`World::spawn_at`] leaves it where it was, so a later wraparound
+    /// may reach the victim's PID without going round. To measure a full
+    /// round, have the victim born by the counter (place it with this method,
+    /// or spawn it normally), then let it die. After a wrap the kernel
+    /// restarts at 300, so PIDs below 300 are never reached again.
     pub fn place_by_wraparound(
         &self,
         pid: Pid,
