@@ -350,6 +350,10 @@ fn read_pid_max() -> i32 {
 fn pid1(mut control: UnixStream, args: &WorldArgs, userns: bool) -> i32 {
     // If the stub dies, init (and so the world) goes with it.
     let _ = nix::sys::prctl::set_pdeathsig(NixSignal::SIGKILL);
+    // A session (and process group) of the world's own: otherwise world
+    // processes share the harness's process group, and a kill(0, ...) inside
+    // the world would signal the harness on the host.
+    let _ = nix::unistd::setsid();
     let setup = (|| {
         let outer = read_outer_pid()?;
         mount_world(args)?;
@@ -1079,7 +1083,26 @@ impl Init {
             let _ = rustix::event::poll(&mut fds, Some(&ts));
             while let Ok(Some(_)) = self.sfd.read_signal() {}
         }
-        let imp = self.spawn(impostor, Some(victim))?;
+        // A dead process's PID stays allocated while it names the process
+        // group or session of live processes: retry until the deadline.
+        let imp = loop {
+            match self.spawn(impostor, Some(victim)) {
+                Err(RemoteError::PidTaken { .. }) if Instant::now() < deadline => {
+                    let mut fds = [rustix::event::PollFd::new(
+                        &self.sfd,
+                        rustix::event::PollFlags::IN,
+                    )];
+                    let ts = rustix::event::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 1_000_000,
+                    };
+                    let _ = rustix::event::poll(&mut fds, Some(&ts));
+                    while let Ok(Some(_)) = self.sfd.read_signal() {}
+                    self.reap_all();
+                }
+                r => break r?,
+            }
+        };
         Ok(Response::Replaced {
             victim_start,
             impostor: imp,

@@ -277,3 +277,26 @@ fn same_tick_is_not_staged_when_the_victim_outlives_its_tick() {
     let c = w.census().unwrap();
     assert_eq!(c.processes().len(), 1, "{:?}", c.processes());
 }
+
+#[test]
+fn replacing_waits_while_the_pid_names_a_live_process_group() {
+    skip_without_worlds!();
+    let w = open_world();
+    // A group leader whose member outlives it: the leader's PID stays
+    // allocated (as the group's ID) until the member dies too.
+    let leader = w
+        .spawn(
+            &WorldCommand::new("/bin/sh")
+                .args(["-c", "sleep 0.05 & echo ready >&3; exec 3>&-; exec sleep 1000"])
+                .setsid(true)
+                .ready_fd(true),
+        )
+        .unwrap();
+    let imp = w
+        .impostor(
+            &ImpostorKind::Unrelated,
+            Placement::Replacing { victim: leader.pid, timeout: Duration::from_secs(10) },
+        )
+        .unwrap();
+    assert_eq!(imp.pid, leader.pid);
+}

@@ -186,3 +186,20 @@ fn world_dies_with_its_harness() {
     assert_eq!(n, 1, "the stub reaped init and exited");
     assert_eq!(processes_in_ns(ns), Vec::<i32>::new());
 }
+
+#[test]
+fn world_processes_are_not_in_the_harness_process_group() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w.spawn(&WorldCommand::new("/bin/sleep").arg("1000")).unwrap();
+    let host_pid = std::fs::read_to_string(w.host_root().join(format!("proc/{}/status", s.pid)))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:").map(|v| v.split_whitespace().next().unwrap().to_string()))
+        .unwrap();
+    let pgid_of = |pid: &str| -> i32 {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        st[st.rfind(')').unwrap() + 1..].split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert_ne!(pgid_of(&host_pid), pgid_of("self"), "kill(0) in the world must not reach us");
+}
