@@ -287,7 +287,10 @@ fn replacing_waits_while_the_pid_names_a_live_process_group() {
     let leader = w
         .spawn(
             &WorldCommand::new("/bin/sh")
-                .args(["-c", "sleep 0.05 & echo ready >&3; exec 3>&-; exec sleep 1000"])
+                .args([
+                    "-c",
+                    "sleep 0.05 & echo ready >&3; exec 3>&-; exec sleep 1000",
+                ])
                 .setsid(true)
                 .ready_fd(true),
         )
@@ -295,7 +298,10 @@ fn replacing_waits_while_the_pid_names_a_live_process_group() {
     let imp = w
         .impostor(
             &ImpostorKind::Unrelated,
-            Placement::Replacing { victim: leader.pid, timeout: Duration::from_secs(10) },
+            Placement::Replacing {
+                victim: leader.pid,
+                timeout: Duration::from_secs(10),
+            },
         )
         .unwrap();
     assert_eq!(imp.pid, leader.pid);

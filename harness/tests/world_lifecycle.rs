@@ -191,15 +191,32 @@ fn world_dies_with_its_harness() {
 fn world_processes_are_not_in_the_harness_process_group() {
     skip_without_worlds!();
     let w = open_world();
-    let s = w.spawn(&WorldCommand::new("/bin/sleep").arg("1000")).unwrap();
-    let host_pid = std::fs::read_to_string(w.host_root().join(format!("proc/{}/status", s.pid)))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:").map(|v| v.split_whitespace().next().unwrap().to_string()))
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
         .unwrap();
+    // Its host PID: the process in the world's namespace whose innermost
+    // NSpid is the world PID.
+    let host_pid = processes_in_ns(w.pid_ns_inode())
+        .into_iter()
+        .find(|hp| {
+            let st = std::fs::read(format!("/proc/{hp}/status")).unwrap_or_default();
+            doppel_harness::procfs::parse_nspid(&st)
+                .is_ok_and(|v| v.last() == Some(&s.pid) && v.len() > 1)
+        })
+        .expect("host pid of the world process")
+        .to_string();
     let pgid_of = |pid: &str| -> i32 {
         let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        st[st.rfind(')').unwrap() + 1..].split_whitespace().nth(2).unwrap().parse().unwrap()
+        st[st.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap()
     };
-    assert_ne!(pgid_of(&host_pid), pgid_of("self"), "kill(0) in the world must not reach us");
+    assert_ne!(
+        pgid_of(&host_pid),
+        pgid_of("self"),
+        "kill(0) in the world must not reach us"
+    );
 }
