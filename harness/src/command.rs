@@ -140,9 +140,9 @@ impl WorldCommand {
             stdin: self.stdin.clone(),
             at_pid,
             ready_fd: self.ready_fd,
-            ready_timeout_ms: self.ready_timeout.as_millis() as u64,
+            ready_timeout_ms: crate::world::millis(self.ready_timeout),
             setsid: self.setsid,
-            kill_after_ms: kill_after.map(|d| d.as_millis() as u64),
+            kill_after_ms: kill_after.map(crate::world::millis),
         }
     }
 }

@@ -518,6 +518,14 @@ fn build_env(spec: &EnvSpec, ready_fd: bool) -> Vec<(String, String)> {
     env
 }
 
+/// `now + d`, or ten years from now when `d` is absurdly long (an
+/// `Instant` overflow would panic, and init must not).
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(Duration::from_secs(10 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 fn bad(detail: &str) -> RemoteError {
     RemoteError::BadRequest {
         detail: detail.to_string(),
@@ -705,7 +713,7 @@ impl Init {
                 } else {
                     self.pending = Some(PendingWait {
                         pid,
-                        deadline: Instant::now() + Duration::from_millis(timeout_ms),
+                        deadline: deadline_after(Duration::from_millis(timeout_ms)),
                         on_timeout,
                         timeout_ms,
                     });
@@ -867,7 +875,7 @@ impl Init {
             .insert(pid.get(), (start_time, spec.argv.clone()));
         if let Some(ms) = spec.kill_after_ms {
             self.timers
-                .push((Instant::now() + Duration::from_millis(ms), pid, start_time));
+                .push((deadline_after(Duration::from_millis(ms)), pid, start_time));
         }
         let mut ready_line = None;
         if let Some(r) = ready_r {
@@ -1062,7 +1070,7 @@ impl Init {
         }
         // A victim that is not init's child is reaped by its parent, or by
         // init once orphaned: wait (polling the SIGCHLD fd) until it is gone.
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let deadline = deadline_after(Duration::from_millis(timeout_ms));
         let proc_path = format!("/proc/{victim}");
         while Path::new(&proc_path).exists() {
             if Instant::now() >= deadline {
@@ -1156,7 +1164,7 @@ enum ReadyOutcome {
 }
 
 fn read_ready_line(fd: OwnedFd, timeout: Duration) -> ReadyOutcome {
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     let mut buf = Vec::new();
     let mut file = std::fs::File::from(fd);
     loop {

@@ -219,6 +219,11 @@ pub struct World {
     pub(crate) seq: std::sync::atomic::AtomicU64,
 }
 
+/// Milliseconds of `d`, saturating (a `Duration::MAX` deadline is fine).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn make_workdir() -> Result<PathBuf, WorldError> {
     let base = std::env::temp_dir();
     let mut last_err = None;
@@ -243,7 +248,9 @@ fn make_workdir() -> Result<PathBuf, WorldError> {
 
 /// Polls `fd` readable (a pidfd: the process exited) until `deadline`.
 fn wait_readable(fd: &OwnedFd, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(Instant::now);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let ts = rustix::event::Timespec {
@@ -401,7 +408,7 @@ impl World {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let r = (|| {
-            s.set_read_timeout(Some(budget + CONTROL_SLACK))
+            s.set_read_timeout(Some(budget.saturating_add(CONTROL_SLACK)))
                 .map_err(|e| WorldError::Control(FrameError::Io(e)))?;
             write_frame(&mut *s, req).map_err(WorldError::Control)?;
             read_frame::<Response>(&mut *s).map_err(WorldError::Control)
@@ -449,7 +456,7 @@ impl World {
     fn wait_with(&self, pid: Pid, timeout: Duration, on: OnTimeout) -> Result<Exit, WorldError> {
         let req = Request::Wait {
             pid,
-            timeout_ms: timeout.as_millis() as u64,
+            timeout_ms: millis(timeout),
             on_timeout: on,
         };
         match self.request(&req, timeout)? {
@@ -485,7 +492,7 @@ impl World {
         timeout: Duration,
     ) -> Result<CrashOutcome, WorldError> {
         let s = self.spawn_spec(cmd.to_spec(None, Some(after)), cmd)?;
-        let exit = self.wait_or_kill(s.pid, after + timeout)?;
+        let exit = self.wait_or_kill(s.pid, after.saturating_add(timeout))?;
         Ok(if exit.killed_by_timer {
             CrashOutcome::Killed(exit)
         } else {
@@ -566,9 +573,11 @@ impl World {
         let req = Request::Replace {
             victim,
             impostor: impostor.to_spec(None, None),
-            timeout_ms: timeout.as_millis() as u64,
+            timeout_ms: millis(timeout),
         };
-        let budget = timeout + Duration::from_millis(impostor.to_spec(None, None).ready_timeout_ms);
+        let budget = timeout.saturating_add(Duration::from_millis(
+            impostor.to_spec(None, None).ready_timeout_ms,
+        ));
         match self.request(&req, budget)? {
             Response::Replaced {
                 victim_start,

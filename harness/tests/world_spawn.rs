@@ -359,3 +359,34 @@ fn ready_fd_waits_for_the_line_and_times_out_typed() {
         .unwrap();
     assert_eq!(s.ready_line, None);
 }
+
+#[test]
+fn absurd_durations_do_not_panic() {
+    skip_without_worlds!();
+    let w = open_world();
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sh").args(["-c", "exit 5"]))
+        .unwrap();
+    let exit = w.wait(s.pid, Duration::MAX).unwrap();
+    assert_eq!(exit.status, ExitStatus::Exited(5));
+    let out = w
+        .crash(
+            &WorldCommand::new("/bin/true"),
+            Duration::MAX,
+            Duration::MAX,
+        )
+        .unwrap();
+    assert!(
+        matches!(out, doppel_harness::CrashOutcome::ExitedFirst(_)),
+        "{out:?}"
+    );
+    let s = w
+        .spawn(
+            &WorldCommand::new("/bin/sh")
+                .args(["-c", "echo r >&3"])
+                .ready_fd(true)
+                .ready_timeout(Duration::MAX),
+        )
+        .unwrap();
+    assert_eq!(s.ready_line.as_deref(), Some("r"));
+}
