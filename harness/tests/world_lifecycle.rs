@@ -220,3 +220,29 @@ fn world_processes_are_not_in_the_harness_process_group() {
         "kill(0) in the world must not reach us"
     );
 }
+
+#[test]
+fn bad_world_options_are_typed_errors() {
+    skip_without_worlds!();
+    if common::caps().per_ns_pid_max.is_available() {
+        let err = World::open(doppel_harness::WorldOptions {
+            pid_max: Some(1),
+            ..options()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, doppel_harness::WorldError::Setup(_)),
+            "{err:?}"
+        );
+    }
+    // A program that is not doppel-init: the channel closes before Ready.
+    let err = World::open(doppel_harness::WorldOptions {
+        init_program: Some("/bin/true".into()),
+        ..options()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, doppel_harness::WorldError::Control(_)),
+        "{err:?}"
+    );
+}
