@@ -1071,6 +1071,54 @@ mode = "argv"
         assert!(e.to_string().starts_with("t.toml:7:"), "{e}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_an_adapter_or_an_error(text in "\\PC{0,400}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn any_bytes_in_toml_shape_never_panic(
+            key in "[a-z_]{1,12}",
+            value in "\\PC{0,40}",
+        ) {
+            let _ = parse(&format!("{MIN}[commands]\n{key} = [\"{value}\"]\n"));
+            let _ = parse(&format!("{MIN}[identity]\nfile = \"{value}\"\nformat = \"lines\"\npid = 0\n"));
+        }
+
+        #[test]
+        fn expand_never_panics(s in "\\PC{0,80}") {
+            let _ = expand_str(&s, &Vars { root: Some("/r"), id: Some("b"), ..Vars::default() });
+        }
+
+        #[test]
+        fn line_records_round_trip(
+            lines in proptest::collection::vec("[0-9a-f-]{1,20}", 1..6),
+            n in 1usize..6,
+            value in "[0-9]{1,12}",
+        ) {
+            let text = lines.join("\n") + "\n";
+            let loc = Locator::Line(n);
+            match record_set(RecordFormat::Lines, &text, &loc, &value) {
+                Some(t) => {
+                    proptest::prop_assert_eq!(record_get(RecordFormat::Lines, &t, &loc), Some(value.clone()));
+                    for (i, l) in lines.iter().enumerate() {
+                        if i + 1 != n {
+                            proptest::prop_assert_eq!(record_get(RecordFormat::Lines, &t, &Locator::Line(i + 1)), Some(l.clone()));
+                        }
+                    }
+                }
+                None => proptest::prop_assert!(n > lines.len()),
+            }
+        }
+
+        #[test]
+        fn state_output_parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let a = Adapter::embedded_refbox();
+            let _ = a.state.as_ref().unwrap().parse(&bytes);
+        }
+    }
+
     #[test]
     fn state_words_map() {
         let a = Adapter::embedded_refbox();

@@ -20,6 +20,29 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// How long a left-over cgroup may stay busy after its world ended.
 const CGROUP_RMDIR_DEADLINE: Duration = Duration::from_secs(2);
 
+/// How long a scene waits for the runtime's own processes to leave the world
+/// after `run`/`start` returned (see [`runtime_processes`]).
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Live processes that are not in `before` and run the runtime itself
+/// (argv\[0\] or executable named like `argv0`): after `runc run -d`
+/// returns, `runc init` still has to exec the payload, and crun's
+/// intermediate process still has to exit (it is reaped by the world's init;
+/// on a host whose PID 1 does not reap, it stays a zombie).
+pub fn runtime_processes(procs: &[crate::world::Proc], argv0: &str, before: &[i32]) -> Vec<String> {
+    let name = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
+    let runtime = name(argv0);
+    procs
+        .iter()
+        .filter(|p| p.state != 'Z' && !before.contains(&p.pid))
+        .filter(|p| {
+            p.cmdline.first().is_some_and(|a| name(a) == runtime)
+                || p.exe.as_deref().is_some_and(|e| name(e) == runtime)
+        })
+        .map(|p| format!("pid {} {:?}", p.pid, p.cmdline))
+        .collect()
+}
+
 /// The bundles of one scene.
 #[derive(Debug)]
 pub struct Bundles {
@@ -139,6 +162,30 @@ fn remove_cgroups(cgroup_root: &Path, paths: &[String]) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_processes_are_new_live_runtime_processes() {
+        let p = |pid: i32, state: char, argv: &[&str], exe: &str| crate::world::Proc {
+            pid,
+            ppid: 1,
+            state,
+            cmdline: argv.iter().map(|s| s.to_string()).collect(),
+            exe: Some(exe.to_string()),
+            start_time: 0,
+            holds_secret: false,
+        };
+        let procs = [
+            p(3, 'S', &["runc", "init"], "/memfd:runc_cloned:/proc/self/exe (deleted)"),
+            p(4, 'S', &["/bin/sleep", "1000"], "/bin/busybox"),
+            p(5, 'Z', &["crun"], "/usr/bin/crun"),
+            p(6, 'S', &["runc", "init"], "/usr/sbin/runc"),
+        ];
+        assert_eq!(
+            runtime_processes(&procs, "runc", &[6]),
+            vec![r#"pid 3 ["runc", "init"]"#.to_string()]
+        );
+        assert!(runtime_processes(&procs, "/usr/bin/crun", &[]).is_empty());
+    }
 
     #[test]
     fn leftover_dirs_are_found_and_removed() {

@@ -344,9 +344,12 @@ impl<'a> Scene<'a> {
         id: &str,
         payload: &[&str],
     ) -> Result<Run, NotStaged> {
+        let before = self.oci_census()?;
         if self.adapter.has(Operation::Run) {
             let argv = self.expand(Operation::Run, root, Some(id), payload, None, None)?;
-            return self.exec(argv, &[]);
+            let run = self.exec(argv, &[])?;
+            self.settle_oci(&run, before)?;
+            return Ok(run);
         }
         let argv = self.expand(Operation::Create, root, Some(id), payload, None, None)?;
         let c = self.exec(argv, &[])?;
@@ -354,7 +357,49 @@ impl<'a> Scene<'a> {
             return Ok(c);
         }
         let argv = self.expand(Operation::Start, root, Some(id), &[], None, None)?;
-        self.exec(argv, &[])
+        let run = self.exec(argv, &[])?;
+        self.settle_oci(&run, before)?;
+        Ok(run)
+    }
+
+    /// Payload mode oci-bundle: the world's pids before a box is started.
+    fn oci_census(&mut self) -> Result<Option<Vec<i32>>, NotStaged> {
+        if self.adapter.payload != crate::adapter::PayloadMode::OciBundle {
+            return Ok(None);
+        }
+        Ok(Some(self.census()?.procs.iter().map(|p| p.pid).collect()))
+    }
+
+    /// Payload mode oci-bundle: once `run`/`start` returned, waits (deadline)
+    /// until the runtime's own new processes are gone from the world (runc's
+    /// `runc init` until it execs the payload, crun's intermediate until it
+    /// exits), so a scene starts from the box as the runtime left it rather
+    /// than racing the runtime's last steps. What outlives the deadline is
+    /// noted in the transcript.
+    fn settle_oci(&mut self, run: &Run, before: Option<Vec<i32>>) -> Result<(), NotStaged> {
+        let (Some(before), Some(argv0)) = (before, run.argv.first().cloned()) else {
+            return Ok(());
+        };
+        if !run.success() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        loop {
+            let census = self.census()?;
+            let left = crate::oci::runtime_processes(&census.procs, &argv0, &before);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= crate::oci::SETTLE_DEADLINE {
+                self.transcript.push(format!(
+                    "the runtime's own processes were still there {} ms after its command returned: {}",
+                    start.elapsed().as_millis(),
+                    left.join(", ")
+                ));
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// [`Scene::run_box`] that must succeed (else the scene is not staged).

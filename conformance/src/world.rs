@@ -25,9 +25,17 @@ pub enum WorldError {
     /// An impostor could not be placed.
     #[error(transparent)]
     Impostor(#[from] himp::ImpostorError),
-    /// A path is not in the world.
-    #[error("{0:?} is not a world path")]
-    Path(String),
+    /// A command with no argv.
+    #[error("cannot run an empty argv")]
+    EmptyArgv,
+    /// A process outlived SIGKILL past the deadline.
+    #[error("pid {pid} is still running {ms} ms after SIGKILL")]
+    SurvivedKill {
+        /// The world PID.
+        pid: i32,
+        /// How long the harness waited.
+        ms: u128,
+    },
     /// A pid is not a valid process ID.
     #[error(transparent)]
     Pid(#[from] doppel_harness::ids::InvalidPid),
@@ -351,9 +359,7 @@ impl World {
         stdin: &[u8],
         deadline: Duration,
     ) -> Result<Exec, WorldError> {
-        let (first, rest) = argv
-            .split_first()
-            .ok_or_else(|| WorldError::Path("empty argv".into()))?;
+        let (first, rest) = argv.split_first().ok_or(WorldError::EmptyArgv)?;
         // A session (and process group) of its own: the process group is
         // not bounded by the PID namespace, so without this a runtime that
         // does kill(0, ...) would signal the harness's group on the host.
@@ -518,7 +524,10 @@ impl World {
         let deadline = std::time::Instant::now() + PID_FREE_DEADLINE;
         while self.inner.is_running(p, None) {
             if std::time::Instant::now() >= deadline {
-                return Err(WorldError::Path(format!("pid {pid} survived SIGKILL")));
+                return Err(WorldError::SurvivedKill {
+                    pid,
+                    ms: PID_FREE_DEADLINE.as_millis(),
+                });
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -628,4 +637,52 @@ fn rusage_main(out: PathBuf) -> ! {
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rusage_lines_parse() {
+        assert_eq!(
+            Rusage::parse("2048 0 -\n"),
+            Some(Rusage {
+                maxrss_kib: 2048,
+                code: Some(0),
+                signal: None
+            })
+        );
+        assert_eq!(
+            Rusage::parse("10 - 9"),
+            Some(Rusage {
+                maxrss_kib: 10,
+                code: None,
+                signal: Some(9)
+            })
+        );
+        assert_eq!(Rusage::parse("garbage"), None);
+        assert_eq!(Rusage::parse(""), None);
+    }
+
+    #[test]
+    fn census_lookups_tell_zombies_apart() {
+        let p = |pid, state| Proc {
+            pid,
+            ppid: 1,
+            state,
+            cmdline: vec![],
+            exe: None,
+            start_time: 0,
+            holds_secret: false,
+        };
+        let c = Census {
+            procs: vec![p(2, 'S'), p(3, 'Z')],
+            orphans: vec![],
+        };
+        assert!(c.get(2).is_some());
+        assert!(c.get(3).is_none());
+        assert!(c.has(3));
+        assert_eq!(c.zombies().count(), 1);
+    }
 }
