@@ -88,6 +88,22 @@ pub fn create_private_dir(path: &Path) -> Result<(), WriteError> {
 
 /// Atomically replaces `dir/name` with `data` (mode 0600).
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), WriteError> {
+    replace(dir, name, None, data)
+}
+
+/// Like [`write_atomic`], but the old `dir/name` (if any) becomes
+/// `dir/previous` first, through a hard link, so `name` never goes missing:
+/// a reader sees old+older, old+old, or new+old.
+pub fn write_atomic_keeping_previous(
+    dir: &Path,
+    name: &str,
+    previous: &str,
+    data: &[u8],
+) -> Result<(), WriteError> {
+    replace(dir, name, Some(previous), data)
+}
+
+fn replace(dir: &Path, name: &str, previous: Option<&str>, data: &[u8]) -> Result<(), WriteError> {
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let path = dir.join(name);
     let result = (|| {
@@ -109,6 +125,15 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), WriteErro
             source: e,
         })?;
         drop(f);
+        if let Some(previous) = previous {
+            let keep = dir.join(format!(".{previous}.tmp.{}", std::process::id()));
+            match rustix::fs::link(&path, &keep) {
+                Ok(()) => rustix::fs::rename(&keep, dir.join(previous))
+                    .map_err(io_err(&keep, "rename"))?,
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(io_err(&path, "link")(e)),
+            }
+        }
         rustix::fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))?;
         fsync_dir(dir)
     })();
@@ -129,8 +154,8 @@ pub fn fsync_dir(dir: &Path) -> Result<(), WriteError> {
     rustix::fs::fsync(&fd).map_err(io_err(dir, "fsync dir"))
 }
 
-/// Renames `dir/from` to `dir/to` if `from` exists (used to keep
-/// `exit.previous`). Returns whether something was moved.
+/// Renames `dir/from` to `dir/to` if `from` exists. Returns whether
+/// something was moved.
 pub fn rename_if_exists(dir: &Path, from: &str, to: &str) -> Result<bool, WriteError> {
     match rustix::fs::rename(dir.join(from), dir.join(to)) {
         Ok(()) => Ok(true),
@@ -243,6 +268,24 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn keeping_previous_never_loses_the_current() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic_keeping_previous(dir.path(), "exit", "exit.previous", b"1").unwrap();
+        assert!(!dir.path().join("exit.previous").exists());
+        write_atomic_keeping_previous(dir.path(), "exit", "exit.previous", b"2").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("exit")).unwrap(), b"2");
+        assert_eq!(
+            std::fs::read(dir.path().join("exit.previous")).unwrap(),
+            b"1"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp left"
+        );
     }
 
     #[test]

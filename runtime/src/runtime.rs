@@ -15,7 +15,7 @@ use crate::fsread::{self, ReadError};
 use crate::fswrite::{self, WriteError};
 use crate::identity::{
     self, AbsentReason, ChildRecordWriter, HostFacts, IdentityError, IdentityRecord,
-    ProcessIdentity, RecordError, VerifyRequest,
+    ProcessIdentity, RecordError, VerifiedProcess, VerifyRequest,
 };
 use crate::ids::BoxId;
 use crate::layout::{self, Layout};
@@ -31,6 +31,9 @@ use crate::strategy::Strategies;
 
 /// How long `create` waits for a new shim to say it is ready.
 pub const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `kill KILL` / `delete --force` give the shim to kill its
+/// payload's group before SIGKILLing the shim itself.
+pub const GROUP_KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long `delete --force` waits for a killed shim to die.
 pub const KILL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -780,12 +783,17 @@ impl Runtime {
         }
     }
 
-    /// `refbox kill`: signal the verified shim (which forwards catchable
-    /// signals to the payload's process group; SIGKILL kills the shim and,
-    /// through PDEATHSIG, the payload). Not running: nothing is signalled.
+    /// `refbox kill`: signal the verified shim, which forwards catchable
+    /// signals to the payload's process group. SIGKILL goes through
+    /// [`Runtime::kill_verified`] (group kill, exit recorded, then the shim
+    /// itself if it lingers). Not running: nothing is signalled.
     pub fn kill(&self, id: &BoxId, sig: i32) -> Result<KillOutcome, RuntimeError> {
         let b = self.load(id)?;
         match &b.identity {
+            ProcessIdentity::Verified(p) if sig == libc::SIGKILL => {
+                self.kill_verified(id, p)?;
+                Ok(KillOutcome::Signalled { pid: p.pid })
+            }
             ProcessIdentity::Verified(p) => {
                 (self.strategies.send_signal)(p, sig).map_err(|source| RuntimeError::Signal {
                     id: id.clone(),
@@ -801,8 +809,8 @@ impl Runtime {
     }
 
     /// `refbox delete [--force]`: remove a stopped box's files (only the
-    /// ones refbox creates). A running box needs `force` (SIGKILL through the
-    /// verified pidfd, then wait for death). An unverifiable box is refused.
+    /// ones refbox creates). A running box needs `force` (killed as by
+    /// `kill KILL`, waiting for death). An unverifiable box is refused.
     pub fn delete(&self, id: &BoxId, force: bool) -> Result<(), RuntimeError> {
         let b = match self.load(id) {
             Ok(b) => b,
@@ -816,31 +824,43 @@ impl Runtime {
                     pid: p.pid,
                 });
             }
-            ProcessIdentity::Verified(p) => {
-                (self.strategies.send_signal)(p, libc::SIGKILL).map_err(|source| {
-                    RuntimeError::Signal {
-                        id: id.clone(),
-                        pid: p.pid,
-                        source,
-                    }
-                })?;
-                let dead = match &p.pidfd {
-                    Some(fd) => identity::wait_pidfd(fd, KILL_WAIT_TIMEOUT),
-                    None => true,
-                };
-                if !dead {
-                    return Err(RuntimeError::StillAlive {
-                        id: id.clone(),
-                        pid: p.pid,
-                    });
-                }
-            }
+            ProcessIdentity::Verified(p) => self.kill_verified(id, p)?,
             ProcessIdentity::Legacy { pid, reason } => {
                 return Err(self.unverifiable(id, *pid, reason));
             }
             ProcessIdentity::Absent { .. } => {}
         }
         self.remove_box_files(id)
+    }
+
+    /// Kills a verified box: first asks its shim to SIGKILL the payload's
+    /// whole process group and record the exit; if the shim is not gone
+    /// within [`GROUP_KILL_GRACE`], SIGKILLs the shim itself (PDEATHSIG then
+    /// takes the payload). Both through the verified pidfd.
+    fn kill_verified(&self, id: &BoxId, p: &VerifiedProcess) -> Result<(), RuntimeError> {
+        let send = |sig| {
+            (self.strategies.send_signal)(p, sig).map_err(|source| RuntimeError::Signal {
+                id: id.clone(),
+                pid: p.pid,
+                source,
+            })
+        };
+        let Some(fd) = &p.pidfd else {
+            return send(libc::SIGKILL); // a fixture strategy without a pidfd
+        };
+        send(crate::sys::group_kill_signal())?;
+        if identity::wait_pidfd(fd, GROUP_KILL_GRACE) {
+            return Ok(());
+        }
+        send(libc::SIGKILL)?;
+        if identity::wait_pidfd(fd, KILL_WAIT_TIMEOUT) {
+            Ok(())
+        } else {
+            Err(RuntimeError::StillAlive {
+                id: id.clone(),
+                pid: p.pid,
+            })
+        }
     }
 
     /// A create killed between mkdir and writing `state.json` leaves a box
@@ -1006,6 +1026,7 @@ fn is_own_temp(name: &str) -> bool {
         layout::STATE,
         layout::IDENTITY,
         layout::EXIT,
+        layout::EXIT_PREVIOUS,
         layout::SENTINEL,
     ];
     name.strip_prefix('.')
@@ -1132,6 +1153,7 @@ mod tests {
         for yes in [
             ".state.json.tmp.42",
             ".exit.tmp.7",
+            ".exit.previous.tmp.3",
             ".shim.pid.tmp",
             "..sentinel.tmp.1",
         ] {

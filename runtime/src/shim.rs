@@ -7,8 +7,8 @@
 //! exists → print `ready` on stdout (then stdout is /dev/null) → wait for the
 //! start signal (or start at once) → run the payload in its own process
 //! group with PDEATHSIG=SIGKILL → forward TERM/INT/HUP/QUIT/USR1/USR2/ABRT to
-//! that group → when the payload ends: SIGKILL what is left of its group,
-//! reap it, move `exit` to `exit.previous`, write `exit`, exit 0.
+//! that group (and SIGKILL it on the group-kill request) → when the payload ends: SIGKILL what is left of its group,
+//! reap it, write `exit` keeping the old one as `exit.previous`, exit 0.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -98,8 +98,9 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
     drop(input);
 
     let start = sys::start_signal();
+    let group_kill = sys::group_kill_signal();
     let mut handled = FORWARDED.to_vec();
-    handled.push(start);
+    handled.extend([start, group_kill]);
     let sigfd = SignalFd::new(&handled).map_err(io_err("signalfd"))?;
 
     let me = Pid::new(i64::from(std::process::id())).expect("own pid > 1");
@@ -154,6 +155,11 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
             }
         }
         for sig in pending.into_iter().filter(|&s| s != start) {
+            let sig = if sig == group_kill {
+                libc::SIGKILL
+            } else {
+                sig
+            };
             match &payload {
                 None => return Ok(128 + sig), // stopped before start: nothing to record
                 // The group is pinned by the unreaped payload leader.
@@ -295,7 +301,6 @@ fn write_exit(
     note: Option<String>,
 ) -> Result<(), ShimError> {
     let here = Path::new(".");
-    fswrite::rename_if_exists(here, layout::EXIT, layout::EXIT_PREVIOUS)?;
     let rec = ExitRecord {
         version: exitfile::EXIT_VERSION,
         code,
@@ -303,6 +308,11 @@ fn write_exit(
         time_unix_ms: now_unix_ms(),
         note,
     };
-    fswrite::write_atomic(here, layout::EXIT, &exitfile::format_exit(&rec))?;
+    fswrite::write_atomic_keeping_previous(
+        here,
+        layout::EXIT,
+        layout::EXIT_PREVIOUS,
+        &exitfile::format_exit(&rec),
+    )?;
     Ok(())
 }

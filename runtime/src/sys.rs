@@ -59,6 +59,13 @@ pub fn start_signal() -> i32 {
     libc::SIGRTMIN() + 4
 }
 
+/// The signal that asks the shim to SIGKILL its payload's whole process
+/// group (grandchildren included, which PDEATHSIG alone would miss), record
+/// the exit and leave. What `kill KILL` and `delete --force` send first.
+pub fn group_kill_signal() -> i32 {
+    libc::SIGRTMIN() + 5
+}
+
 /// Runs `writer` in the child between fork and exec: the shim records its
 /// own identity before it becomes `refbox-shim`, and leaves the caller's
 /// session (setsid) so the box outlives a terminal.

@@ -361,7 +361,9 @@ fn crash_evidence_kept() -> R {
     s.ok(&["start", "c"])?;
     let deadline = std::time::Instant::now() + T;
     st = s.state("c")?;
-    while st["exitPrevious"].is_null() && std::time::Instant::now() < deadline {
+    while (st["exitPrevious"].is_null() || st["status"] != "stopped")
+        && std::time::Instant::now() < deadline
+    {
         st = s.state("c")?;
     }
     check(
@@ -581,6 +583,38 @@ fn recover_adopts_live_boxes() -> R {
     Ok(())
 }
 
+/// `kill KILL` takes the payload's whole group (a backgrounded grandchild
+/// included) and the exit is recorded.
+fn kill_takes_the_payload_group() -> R {
+    let s = Scene::open()?;
+    s.run_box("g", &["sh", "-c", "sleep 1000 & wait"])?;
+    // Wait (bounded) for the grandchild to exist.
+    let deadline = std::time::Instant::now() + T;
+    let sleepers = |s: &Scene| -> Result<usize, Failed> {
+        Ok(s.w
+            .census()?
+            .processes()
+            .iter()
+            .filter(|p| p.argv.first().is_some_and(|a| a == "sleep"))
+            .count())
+    };
+    while sleepers(&s)? == 0 {
+        check(
+            std::time::Instant::now() < deadline,
+            "grandchild never started",
+        )?;
+    }
+    s.ok(&["kill", "g", "KILL"])?;
+    let st = s.state("g")?;
+    check_eq(&st["status"], "stopped", "status")?;
+    check(st["exit"]["signal"] == 9, format!("exit recorded: {st}"))?;
+    let deadline = std::time::Instant::now() + T;
+    while sleepers(&s)? > 0 {
+        check(std::time::Instant::now() < deadline, "grandchild survived")?;
+    }
+    Ok(())
+}
+
 fn main() {
     doppel_harness::init::dispatch();
     let args = Arguments::from_args();
@@ -626,6 +660,10 @@ fn main() {
         (
             "sentinels::recycled_by_same_exe",
             sentinel_recycled_by_same_exe,
+        ),
+        (
+            "stop::kill_takes_the_payload_group",
+            kill_takes_the_payload_group,
         ),
     ];
     let trials = trials
