@@ -108,6 +108,57 @@ fn main() -> anyhow::Result<()> {
         .collect();
     println!("`refbox state` CLI process: median {:?}", median(samples));
 
+    // list over the live box plus a 4 GiB sparse record and a FIFO.
+    for (name, what) in [("big", "sparse"), ("fifo", "fifo")] {
+        let dir = root.join(name);
+        rustix::fs::mkdir(&dir, rustix::fs::Mode::from_raw_mode(0o700))?;
+        std::fs::copy(root.join("m/state.json"), dir.join("state.json"))?;
+        let text = std::fs::read_to_string(dir.join("state.json"))?
+            .replace("\"id\": \"m\"", &format!("\"id\": \"{name}\""));
+        std::fs::write(dir.join("state.json"), text)?;
+        if what == "sparse" {
+            std::fs::File::create(dir.join("shim.pid"))?.set_len(4 << 30)?;
+        } else {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &dir.join("shim.pid"),
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )?;
+        }
+    }
+    let before = refbox::fsread::bytes_read();
+    let t = Instant::now();
+    let report = rt.list();
+    println!(
+        "Runtime::list (1 live + 4 GiB sparse + FIFO): {:?}, {} bytes read, {} boxes, {} errors",
+        t.elapsed(),
+        refbox::fsread::bytes_read() - before,
+        report.boxes.len(),
+        report.errors.len()
+    );
+    let samples: Vec<Duration> = (0..50)
+        .map(|_| {
+            let t = Instant::now();
+            let out = std::process::Command::new(&refbox_bin)
+                .arg("--root")
+                .arg(&root)
+                .args(["list", "--format", "json"])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(4));
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "`refbox list` CLI over the same root: median {:?}",
+        median(samples)
+    );
+    let rss =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?.max_rss();
+    println!("peak RSS of any refbox CLI run: {rss} KiB");
+
     rt.delete(&id, true)?;
     while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::empty()) {}
     Ok(())
