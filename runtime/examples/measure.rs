@@ -121,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             rustix::fs::mknodat(
                 rustix::fs::CWD,
-                &dir.join("shim.pid"),
+                dir.join("shim.pid"),
                 rustix::fs::FileType::Fifo,
                 rustix::fs::Mode::from_raw_mode(0o600),
                 0,
