@@ -919,7 +919,15 @@ impl Init {
         };
         if self.set_tid {
             return match sys::spawn_child(plan, Some(want.get())) {
-                Ok(p) => to_pid(p),
+                Ok(p) if p == want.get() => to_pid(p),
+                Ok(p) => {
+                    let _ = kill(p, NixSignal::SIGKILL);
+                    reap(p);
+                    Err(RemoteError::PidMismatch {
+                        wanted: want,
+                        got: to_pid(p)?,
+                    })
+                }
                 Err(libc::EEXIST) => Err(RemoteError::PidTaken { pid: want }),
                 Err(e) => Err(sys_err("clone3 set_tid", e)),
             };

@@ -306,3 +306,17 @@ fn replacing_waits_while_the_pid_names_a_live_process_group() {
         .unwrap();
     assert_eq!(imp.pid, leader.pid);
 }
+
+#[test]
+fn same_tick_staging_works_through_ns_last_pid_too() {
+    skip_without_worlds!();
+    let w = doppel_harness::World::open(doppel_harness::WorldOptions {
+        force_ns_last_pid: true,
+        ..common::options()
+    })
+    .unwrap();
+    let victim = WorldCommand::new("/bin/sleep").arg("1000");
+    let s = w.stage_same_tick(&victim, &victim, 20).unwrap();
+    assert_eq!(s.impostor.pid, s.pid);
+    assert_eq!(w.proc_stat(s.pid).unwrap().start_time, s.victim_start);
+}

@@ -390,3 +390,19 @@ fn absurd_durations_do_not_panic() {
         .unwrap();
     assert_eq!(s.ready_line.as_deref(), Some("r"));
 }
+
+#[test]
+fn captured_output_is_capped_and_says_so() {
+    skip_without_worlds!();
+    let w = open_world();
+    let exit = w
+        .run(
+            &WorldCommand::new("/bin/sh").args(["-c", "head -c 1100000 /dev/zero; echo small >&2"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(exit.stdout.bytes.len(), doppel_harness::init::OUTPUT_CAP);
+    assert!(exit.stdout.truncated);
+    assert_eq!(exit.stderr.bytes, b"small\n");
+    assert!(!exit.stderr.truncated);
+}
