@@ -175,7 +175,12 @@ mod tests {
             holds_secret: false,
         };
         let procs = [
-            p(3, 'S', &["runc", "init"], "/memfd:runc_cloned:/proc/self/exe (deleted)"),
+            p(
+                3,
+                'S',
+                &["runc", "init"],
+                "/memfd:runc_cloned:/proc/self/exe (deleted)",
+            ),
             p(4, 'S', &["/bin/sleep", "1000"], "/bin/busybox"),
             p(5, 'Z', &["crun"], "/usr/bin/crun"),
             p(6, 'S', &["runc", "init"], "/usr/sbin/runc"),

@@ -616,6 +616,23 @@ impl<'a> Scene<'a> {
 
     /// Every path under a world dir (itself included) with its mode and whether it is a dir.
     pub fn walk_modes(&self, dir: &str) -> Result<Vec<(String, u32, bool)>, NotStaged> {
+        self.walk_modes_inner(dir)
+    }
+
+    /// Starts watching a world dir for metadata changes (chmod, chown) of
+    /// the entries created in it: a mode set after creation shows up as an
+    /// attribute event, one given at creation does not.
+    pub fn watch_attrib(&self, dir: &str) -> Result<AttribWatch, NotStaged> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let h = self.host(dir);
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| io(&h, e.into()))?;
+        ino.add_watch(&h, AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_CREATE)
+            .map_err(|e| io(&h, e.into()))?;
+        Ok(AttribWatch { ino })
+    }
+
+    fn walk_modes_inner(&self, dir: &str) -> Result<Vec<(String, u32, bool)>, NotStaged> {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_string()];
         while let Some(p) = stack.pop() {
@@ -836,4 +853,35 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A watch from [`Scene::watch_attrib`].
+#[derive(Debug)]
+pub struct AttribWatch {
+    ino: nix::sys::inotify::Inotify,
+}
+
+impl AttribWatch {
+    /// Names of the entries whose metadata changed after they were created
+    /// (attribute events seen so far; drains the queue).
+    pub fn changed_after_creation(&self) -> Vec<String> {
+        use nix::sys::inotify::AddWatchFlags;
+        let mut out = Vec::new();
+        while let Ok(events) = self.ino.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for e in events {
+                if e.mask.contains(AddWatchFlags::IN_ATTRIB) {
+                    if let Some(name) = e.name {
+                        let name = name.to_string_lossy().into_owned();
+                        if !out.contains(&name) {
+                            out.push(name);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
 }

@@ -306,11 +306,26 @@ pub(crate) fn bad_record_isolated(s: &mut Scene<'_>) -> Verdict {
 }
 
 pub(crate) fn private_dirs(s: &mut Scene<'_>) -> Verdict {
-    live_box(s, "private")?;
+    // A first box makes the root; then watch it while the second box's dir
+    // is created: a mode set after mkdir (chmod-after-create) leaves a
+    // window in which the dir had group/other bits, and an attribute event.
+    live_box(s, "first")?;
     let dir = s
         .path(FileKind::BoxDir, "private")
         .ok_or_else(|| NotStaged("adapter declares no files.box_dir".into()))?;
+    let parent = dir
+        .rsplit_once('/')
+        .map(|(p, _)| p.to_string())
+        .ok_or_else(|| NotStaged(format!("{dir} has no parent")))?;
+    let watch = s.watch_attrib(&parent)?;
+    live_box(s, "private")?;
     let mut problems = Vec::new();
+    let name = dir.rsplit('/').next().unwrap_or_default().to_string();
+    if watch.changed_after_creation().contains(&name) {
+        problems.push(format!(
+            "{dir} had its mode or owner changed after it was created (chmod after mkdir leaves a window)"
+        ));
+    }
     for (path, mode, is_dir) in s.walk_modes(&dir)? {
         let loose = mode & 0o077;
         if loose != 0 {

@@ -220,12 +220,12 @@ pub static ALL: &[Case] = &[
     Case {
         id: "files::private_dirs",
         level: Level::Must,
-        scene: "runtime creates its dirs; a root inside a world-writable parent",
-        holds: "box dirs 0700, files 0600 (no group/other bits); the world-writable parent refused",
+        scene: "runtime creates its dirs (watched for a chmod after mkdir); a root inside a world-writable parent",
+        holds: "box dirs 0700 from birth, files 0600 (no group/other bits); the world-writable parent refused",
         machine: &[M::World],
         ops: &[Op::Run],
         caps: &[],
-        caught_by: &["open-modes", "naive"],
+        caught_by: &["open-modes", "chmod-after-create", "naive"],
         run: files::private_dirs,
     },
     Case {
