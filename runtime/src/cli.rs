@@ -134,7 +134,7 @@ pub enum Command {
 /// Box id and payload for `create` and `run`.
 #[derive(Debug, Args)]
 pub struct SpecArgs {
-    /// Box id: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}.
+    /// Box id: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`.
     pub id: BoxId,
     /// Environment for the payload, `KEY=VALUE` lines (non-secret).
     #[arg(long, value_name = "FILE")]

@@ -785,7 +785,7 @@ impl Runtime {
 
     /// `refbox kill`: signal the verified shim, which forwards catchable
     /// signals to the payload's process group. SIGKILL goes through
-    /// [`Runtime::kill_verified`] (group kill, exit recorded, then the shim
+    /// `kill_verified` (group kill, exit recorded, then the shim
     /// itself if it lingers). Not running: nothing is signalled.
     pub fn kill(&self, id: &BoxId, sig: i32) -> Result<KillOutcome, RuntimeError> {
         let b = self.load(id)?;

@@ -266,3 +266,31 @@ fn half_created_box_can_be_deleted() {
     rt.delete(&id, false).unwrap();
     assert!(!root.join("half").exists());
 }
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn dropping_the_runtime_stops_its_reaper_at_once() {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let before = threads();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("d").unwrap();
+    rt.create(&opts("d", &["sleep", "100"])).unwrap();
+    assert_eq!(threads(), before + 1, "the reaper thread");
+    assert_eq!(
+        rt.registered_children().len(),
+        1,
+        "the live shim is watched"
+    );
+    // Drop joins the thread; a reaper blocked in poll without a wake-up
+    // would hang here (and nextest's timeout would fail the test).
+    drop(rt);
+    assert_eq!(threads(), before, "reaper thread joined");
+    // The box outlives the runtime object; a fresh one adopts and deletes it.
+    let rt = runtime(&root, Strategies::default());
+    assert_eq!(rt.state(&id).unwrap().status, Status::Created);
+    rt.delete(&id, true).unwrap();
+}
