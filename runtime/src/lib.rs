@@ -14,6 +14,22 @@
 //!   [`shim`]: the `refbox-shim` supervisor; [`reaper`]: the scoped reaper;
 //! - [`strategy::Strategies`]: every decision that runtimes get wrong, as a
 //!   swappable seam (fixtures swap in naive ones to prove the suite catches them).
+//!
+//! Library (daemon) mode:
+//!
+//! ```no_run
+//! use refbox::{BoxId, CreateOptions, Runtime, Strategies};
+//! use refbox::status::Status;
+//!
+//! let rt = Runtime::open("/run/refbox".as_ref(), Strategies::default())?;
+//! let id = BoxId::new("web-1")?;
+//! let argv = vec!["sleep".to_string(), "60".to_string()];
+//! rt.create(&CreateOptions { id: id.clone(), argv, env: vec![], secret: None })?;
+//! rt.start(&id, None)?;
+//! assert_eq!(rt.state(&id)?.status, Status::Running);
+//! rt.delete(&id, true)?; // group kill through the verified pidfd, then remove
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod cli;
 pub mod config;
