@@ -109,11 +109,13 @@ fn ready(line: &str) {
     }
 }
 
-fn sleep_forever(log: Option<&std::fs::File>) -> ! {
-    let fd = log.map_or(-1, |f| f.as_raw_fd());
-    if fd >= 0 {
-        let _ = crate::sys::install_signal_logger(fd, &CAUGHT);
+fn install_logger(log: Option<&std::fs::File>) {
+    if let Some(f) = log {
+        let _ = crate::sys::install_signal_logger(f.as_raw_fd(), &CAUGHT);
     }
+}
+
+fn sleep_forever() -> ! {
     loop {
         crate::sys::pause();
     }
@@ -147,11 +149,11 @@ pub fn run_from_env() -> i32 {
 fn run(mode: Mode, log: Option<std::fs::File>) -> i32 {
     match mode {
         Mode::Sleep => {
-            if let Some(f) = &log {
-                let _ = crate::sys::install_signal_logger(f.as_raw_fd(), &CAUGHT);
-            }
+            // Handlers first, then ready: whoever waits for the ready line
+            // may signal at once.
+            install_logger(log.as_ref());
             ready("ready");
-            sleep_forever(log.as_ref())
+            sleep_forever()
         }
         Mode::Zombies(n) => {
             let mut pids = Vec::new();
@@ -165,12 +167,10 @@ fn run(mode: Mode, log: Option<std::fs::File>) -> i32 {
             for &p in &pids {
                 wait_zombie(p);
             }
-            if let Some(f) = &log {
-                let _ = crate::sys::install_signal_logger(f.as_raw_fd(), &CAUGHT);
-            }
+            install_logger(log.as_ref());
             let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
             ready(&format!("ready {}", list.join(" ")));
-            sleep_forever(log.as_ref())
+            sleep_forever()
         }
         Mode::Orphan(code) => match crate::sys::fork() {
             Ok(crate::sys::Forked::Child) => crate::sys::exit_now(code),
@@ -186,11 +186,9 @@ fn run(mode: Mode, log: Option<std::fs::File>) -> i32 {
                 let _ = nix::unistd::setsid();
                 match crate::sys::fork() {
                     Ok(crate::sys::Forked::Child) => {
-                        if let Some(f) = &log {
-                            let _ = crate::sys::install_signal_logger(f.as_raw_fd(), &CAUGHT);
-                        }
+                        install_logger(log.as_ref());
                         ready(&format!("ready {}", std::process::id()));
-                        sleep_forever(log.as_ref())
+                        sleep_forever()
                     }
                     _ => crate::sys::exit_now(0),
                 }

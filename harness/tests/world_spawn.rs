@@ -406,3 +406,22 @@ fn captured_output_is_capped_and_says_so() {
     assert_eq!(exit.stderr.bytes, b"small\n");
     assert!(!exit.stderr.truncated);
 }
+
+#[test]
+fn one_world_serves_many_threads() {
+    skip_without_worlds!();
+    let w = open_world();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let w = &w;
+            scope.spawn(move || {
+                for i in 0..50 {
+                    let pid = Pid::new(3000 + t * 1000 + i).unwrap();
+                    let s = w.spawn_at(pid, &WorldCommand::new("/bin/true")).unwrap();
+                    assert_eq!(s.pid, pid);
+                    w.wait(pid, Duration::from_secs(10)).unwrap();
+                }
+            });
+        }
+    });
+}
