@@ -699,6 +699,13 @@ impl Runtime {
             source,
         })?;
         let pid = Pid::new(i64::from(child.id())).expect("a child pid is > 1");
+        // Pinned before the reaper can reap it: signals below go through this.
+        let pidfd =
+            rustix::process::pidfd_open(pid.to_rustix(), rustix::process::PidfdFlags::empty())
+                .map_err(|e| RuntimeError::ShimSpawn {
+                    path: self.shim_path.clone(),
+                    source: e.into(),
+                })?;
         let registration =
             self.reaper(id)?
                 .register(pid)
@@ -716,9 +723,8 @@ impl Runtime {
         match read_ready(stdout, SHIM_READY_TIMEOUT) {
             Ok(()) => Ok(registration),
             Err(message) => {
-                // Its own child, unreaped: pid cannot have been recycled.
-                let _ =
-                    rustix::process::kill_process(pid.to_rustix(), rustix::process::Signal::KILL);
+                // Through the pidfd: the reaper may already have reaped it.
+                let _ = crate::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
                 let status = registration.wait(KILL_WAIT_TIMEOUT);
                 let tail =
                     fsread::read_capped(&self.layout.log_dir(id).join("shim.log"), 4096, self.uid)
