@@ -426,27 +426,22 @@ impl World {
     /// Starts `cmd` in the world; returns once it exec'd (and, with
     /// `ready_fd`, signalled ready).
     pub fn spawn(&self, cmd: &WorldCommand) -> Result<Spawned, WorldError> {
-        self.spawn_spec(cmd.to_spec(None, None), cmd)
+        self.spawn_spec(cmd.to_spec(None, None))
     }
 
     /// Starts `cmd` at exactly `pid` (clone3 `set_tid`, else `ns_last_pid`),
     /// verified. Typed errors: `PidTaken`, `PidOutOfRange` (valid PIDs are
     /// `2..pid_max`). With `set_tid` the kernel's PID counter does not move.
     pub fn spawn_at(&self, pid: Pid, cmd: &WorldCommand) -> Result<Spawned, WorldError> {
-        self.spawn_spec(cmd.to_spec(Some(pid), None), cmd)
+        self.spawn_spec(cmd.to_spec(Some(pid), None))
     }
 
-    fn spawn_spec(
-        &self,
-        spec: crate::proto::SpawnSpec,
-        cmd: &WorldCommand,
-    ) -> Result<Spawned, WorldError> {
+    fn spawn_spec(&self, spec: crate::proto::SpawnSpec) -> Result<Spawned, WorldError> {
         let budget = if spec.ready_fd {
             Duration::from_millis(spec.ready_timeout_ms)
         } else {
             Duration::ZERO
         };
-        let _ = cmd;
         match self.request(&Request::Spawn(spec), budget)? {
             Response::Spawned(s) => Ok(s),
             _ => Err(WorldError::UnexpectedResponse { request: "spawn" }),
@@ -491,7 +486,7 @@ impl World {
         after: Duration,
         timeout: Duration,
     ) -> Result<CrashOutcome, WorldError> {
-        let s = self.spawn_spec(cmd.to_spec(None, Some(after)), cmd)?;
+        let s = self.spawn_spec(cmd.to_spec(None, Some(after)))?;
         let exit = self.wait_or_kill(s.pid, after.saturating_add(timeout))?;
         Ok(if exit.killed_by_timer {
             CrashOutcome::Killed(exit)
