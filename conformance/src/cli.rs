@@ -15,6 +15,8 @@ use crate::runner::{self, Subject};
 
 /// Environment variable: an adapter file for the libtest front end (default: refbox).
 pub const ADAPTER_ENV: &str = "DOPPEL_ADAPTER";
+/// Environment variable: `{bindir}` for the libtest front end (like `--bindir`).
+pub const BINDIR_ENV: &str = "DOPPEL_BINDIR";
 
 /// doppel: conformance suite for runtimes that supervise long-lived processes.
 ///
@@ -158,7 +160,7 @@ fn libtest() -> ExitCode {
     let subject = match std::env::var_os(ADAPTER_ENV) {
         None => Subject::default_refbox(),
         Some(p) => match Adapter::load(p.as_ref()) {
-            Ok(a) => Subject::from_adapter(a, None),
+            Ok(a) => Subject::from_adapter(a, std::env::var_os(BINDIR_ENV).map(PathBuf::from)),
             Err(e) => {
                 eprintln!("doppel: {e}");
                 return ExitCode::from(2);

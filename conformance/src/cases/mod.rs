@@ -148,7 +148,7 @@ pub static ALL: &[Case] = &[
         machine: &[M::World],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
-        caught_by: &["substring-id"],
+        caught_by: &["substring-id", "naive"],
         run: ids::prefix_collision,
     },
     Case {
