@@ -328,7 +328,19 @@ pub(crate) fn impostor_problem(
             imp.pid, r.signals
         ))
     } else if !r.alive {
-        Some(format!("impostor at pid {} is gone", imp.pid))
+        // How it ended, from init's record of what it reaped: a runtime
+        // author needs "killed by signal 9", not just "gone".
+        let end = s
+            .census()?
+            .orphans
+            .iter()
+            .rev()
+            .find(|o| o.pid == imp.pid)
+            .map(|o| o.status.clone());
+        Some(match end {
+            Some(how) => format!("impostor at pid {} is gone ({how})", imp.pid),
+            None => format!("impostor at pid {} is gone", imp.pid),
+        })
     } else {
         None
     })
