@@ -827,7 +827,7 @@ impl Init {
         if let Some((_, w)) = &ready {
             fds.push((w.as_raw_fd(), 3));
         }
-        let plan = sys::ChildPlan::new(
+        let mut plan = sys::ChildPlan::new(
             c_program,
             c_argv,
             c_env,
@@ -836,7 +836,24 @@ impl Init {
             spec.setsid,
             err_w.as_raw_fd(),
         );
+        // Through ns_last_pid the PID is only known after the fork: hold the
+        // child before exec until it is verified, so a misplaced child never
+        // runs any of the program.
+        let go = if at.is_some() && !self.set_tid {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| sys_err("pipe2", errno_of(e)))?;
+            plan = plan.wait_for_go(r.as_raw_fd());
+            Some((r, w))
+        } else {
+            None
+        };
         let pid = self.fork_at(&plan, at)?;
+        if let Some((_, w)) = &go {
+            std::fs::File::from(w.try_clone().map_err(|e| io_err("dup go pipe", &e))?)
+                .write_all(b"g")
+                .map_err(|e| io_err("write go pipe", &e))?;
+        }
+        drop(go);
         drop(plan);
         drop(err_w);
         drop((stdin, stdout, stderr));
@@ -935,18 +952,20 @@ impl Init {
         if Path::new(&format!("/proc/{want}")).exists() {
             return Err(RemoteError::PidTaken { pid: want });
         }
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (want.get() - 1).to_string())
-            .map_err(|e| io_err("write ns_last_pid", &e))?;
-        let got = sys::spawn_child(plan, None).map_err(|e| sys_err("fork", e))?;
-        if got != want.get() {
+        // Another world process may fork between the write and our fork;
+        // the kernel also skips a PID that still names a process group or
+        // session. Retry a little, then call the PID taken.
+        for _ in 0..3 {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (want.get() - 1).to_string())
+                .map_err(|e| io_err("write ns_last_pid", &e))?;
+            let got = sys::spawn_child(plan, None).map_err(|e| sys_err("fork", e))?;
+            if got == want.get() {
+                return Ok(want);
+            }
             let _ = kill(got, NixSignal::SIGKILL);
             reap(got);
-            return Err(RemoteError::PidMismatch {
-                wanted: want,
-                got: to_pid(got)?,
-            });
         }
-        Ok(want)
+        Err(RemoteError::PidTaken { pid: want })
     }
 
     fn census(&mut self, environ_cap: usize) -> Response {

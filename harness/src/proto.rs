@@ -276,7 +276,7 @@ pub enum RemoteError {
         /// The world's pid_max (exclusive bound).
         pid_max: i32,
     },
-    /// The fork landed elsewhere (ns_last_pid race).
+    /// clone3 `set_tid` returned another PID than asked (never expected).
     #[error("asked for pid {wanted}, the kernel gave {got}")]
     PidMismatch {
         /// Requested.

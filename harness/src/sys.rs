@@ -30,6 +30,7 @@ pub struct ChildPlan {
     fds: Vec<(RawFd, RawFd)>,
     setsid: bool,
     exec_err_fd: RawFd,
+    go_fd: Option<RawFd>,
 }
 
 impl ChildPlan {
@@ -59,7 +60,16 @@ impl ChildPlan {
             fds,
             setsid,
             exec_err_fd,
+            go_fd: None,
         }
+    }
+
+    /// Makes the child wait, before anything else, for one byte on `go_fd`
+    /// (the read end of a pipe): the parent can check the child's PID and
+    /// kill it before it runs any of the program.
+    pub fn wait_for_go(mut self, go_fd: RawFd) -> ChildPlan {
+        self.go_fd = Some(go_fd);
+        self
     }
 }
 
@@ -134,6 +144,12 @@ fn exec_child(plan: &ChildPlan) -> ! {
     // memory owned by `plan`, which the fork copied into this process; nothing
     // allocates or takes a lock. The child only ever leaves by execve or _exit.
     unsafe {
+        if let Some(go) = plan.go_fd {
+            let mut byte = 0u8;
+            if libc::read(go, (&mut byte as *mut u8).cast(), 1) != 1 {
+                libc::_exit(127);
+            }
+        }
         // The raw syscall: glibc's sigprocmask will not touch its internal
         // signals (32, 33), and an inherited block of those must not leak.
         let empty: u64 = 0;

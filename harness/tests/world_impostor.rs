@@ -320,3 +320,34 @@ fn same_tick_staging_works_through_ns_last_pid_too() {
     assert_eq!(s.impostor.pid, s.pid);
     assert_eq!(w.proc_stat(s.pid).unwrap().start_time, s.victim_start);
 }
+
+#[test]
+fn replacing_a_group_held_pid_works_through_ns_last_pid_too() {
+    skip_without_worlds!();
+    let w = doppel_harness::World::open(doppel_harness::WorldOptions {
+        force_ns_last_pid: true,
+        ..common::options()
+    })
+    .unwrap();
+    let leader = w
+        .spawn(
+            &WorldCommand::new("/bin/sh")
+                .args([
+                    "-c",
+                    "sleep 0.05 & echo ready >&3; exec 3>&-; exec sleep 1000",
+                ])
+                .setsid(true)
+                .ready_fd(true),
+        )
+        .unwrap();
+    let imp = w
+        .impostor(
+            &ImpostorKind::Unrelated,
+            Placement::Replacing {
+                victim: leader.pid,
+                timeout: Duration::from_secs(10),
+            },
+        )
+        .unwrap();
+    assert_eq!(imp.pid, leader.pid);
+}

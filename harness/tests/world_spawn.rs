@@ -425,3 +425,48 @@ fn one_world_serves_many_threads() {
         }
     });
 }
+
+#[test]
+fn a_pid_held_by_a_live_group_is_taken_and_nothing_runs_elsewhere() {
+    skip_without_worlds!();
+    for force_ns_last_pid in [false, true] {
+        let w = doppel_harness::World::open(doppel_harness::WorldOptions {
+            force_ns_last_pid,
+            ..common::options()
+        })
+        .unwrap();
+        let leader = w
+            .spawn(
+                &WorldCommand::new("/bin/sh")
+                    .args([
+                        "-c",
+                        "sleep 1000 & echo ready >&3; exec 3>&-; exec sleep 1000",
+                    ])
+                    .setsid(true)
+                    .ready_fd(true),
+            )
+            .unwrap();
+        w.signal(leader.pid, Signal::KILL).unwrap();
+        w.wait(leader.pid, Duration::from_secs(10)).unwrap();
+        // The leader is gone, its PID still names the session of `sleep`.
+        let marker = w.world_path("ran").unwrap();
+        let cmd =
+            WorldCommand::new("/bin/sh").args(["-c", &format!("echo ran > {}", marker.display())]);
+        let err = w.spawn_at(leader.pid, &cmd).unwrap_err();
+        assert!(
+            matches!(err, WorldError::Remote(RemoteError::PidTaken { pid }) if pid == leader.pid),
+            "ns_last_pid={force_ns_last_pid}: {err:?}"
+        );
+        // Misplaced attempts were stopped before exec.
+        let c = w.census().unwrap();
+        assert!(
+            !w.host_path("ran").unwrap().exists(),
+            "ns_last_pid={force_ns_last_pid}"
+        );
+        assert!(
+            c.processes()
+                .iter()
+                .all(|p| !p.argv.iter().any(|a| a.contains("echo ran")))
+        );
+    }
+}
