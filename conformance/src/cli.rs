@@ -83,6 +83,10 @@ pub enum Command {
     },
     /// Compare JSON reports: a Markdown table, one column per runtime.
     Compare {
+        /// After the table, one line per failure (what the runtime did) and
+        /// one line per run (version, counts, wall time).
+        #[arg(long)]
+        evidence: bool,
         /// Reports written by `doppel run --format json`.
         #[arg(required = true)]
         reports: Vec<PathBuf>,
@@ -234,7 +238,7 @@ fn execute(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::from(1)
             })
         }
-        Command::Compare { reports } => {
+        Command::Compare { evidence, reports } => {
             let mut parsed: Vec<Report> = Vec::new();
             for p in &reports {
                 let text = std::fs::read_to_string(p)
@@ -251,7 +255,12 @@ fn execute(cli: Cli) -> Result<ExitCode, String> {
                 }
                 parsed.push(r);
             }
-            write_out(None, &report::compare(&parsed))?;
+            let text = if evidence {
+                report::compare_with_evidence(&parsed)
+            } else {
+                report::compare(&parsed)
+            };
+            write_out(None, &text)?;
             Ok(ExitCode::SUCCESS)
         }
     }

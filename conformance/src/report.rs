@@ -384,6 +384,64 @@ pub fn compare(reports: &[Report]) -> String {
     out
 }
 
+/// One line of a failure for a table's footnotes: what the runtime did,
+/// clipped to `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let s = md_cell(s.trim());
+    if s.chars().count() <= max {
+        return s;
+    }
+    let cut: String = s.chars().take(max).collect();
+    format!("{cut}…")
+}
+
+/// [`compare`], then one line per run (version, counts, wall time) and one
+/// line per failure with what was observed: the operation, the PID and what
+/// the impostor received, so a runtime author can act on each FAIL.
+pub fn compare_with_evidence(reports: &[Report]) -> String {
+    let mut out = compare(reports);
+    let _ = writeln!(out, "\n### Runs\n");
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "- **{}**: {} in {:.1} s{}",
+            md_cell(&runtime_label(&r.runtime)),
+            summary_line(&r.summary),
+            r.duration_ms as f64 / 1000.0,
+            if r.machine_missing.is_empty() {
+                String::new()
+            } else {
+                format!("; machine lacks {}", md_cell(&r.machine_missing.join("; ")))
+            }
+        );
+    }
+    let mut failures = String::new();
+    for r in reports {
+        for c in &r.cases {
+            if let Outcome::Fail(f) = &c.outcome {
+                let staging = c
+                    .staging
+                    .as_deref()
+                    .map(|s| format!(" (staged by {})", md_cell(s)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    failures,
+                    "- **{}** `{}` {}{staging}: {}",
+                    md_cell(&r.runtime.name),
+                    c.id,
+                    c.level,
+                    one_line(&f.observed, 600)
+                );
+            }
+        }
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(out, "\n### Failures\n");
+        out.push_str(&failures);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +530,27 @@ mod tests {
     #[test]
     fn human_snapshot() {
         insta::assert_snapshot!(human(&sample("refbox", true)));
+    }
+
+    #[test]
+    fn compare_with_evidence_names_each_failure() {
+        let text = compare_with_evidence(&[sample("refbox", false), sample("flawbox", true)]);
+        assert!(text.starts_with(&compare(&[
+            sample("refbox", false),
+            sample("flawbox", true)
+        ])));
+        assert!(
+            text.contains("- **flawbox (0.1.0)**: 1 passed, 1 failed (1 MUST)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- **flawbox** `identity::recycled_pid_not_alive` MUST: state says running (pid 42)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("**refbox** `"), "{text}");
+        assert_eq!(one_line("a|b\nc", 3), "a\\|…");
     }
 
     #[test]
