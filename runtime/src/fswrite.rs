@@ -134,6 +134,7 @@ fn replace(dir: &Path, name: &str, previous: Option<&str>, data: &[u8]) -> Resul
                 Err(e) => return Err(io_err(&path, "link")(e)),
             }
         }
+        crate::failpoint::hit("write:before-rename");
         rustix::fs::rename(&tmp, &path).map_err(io_err(&path, "rename"))?;
         fsync_dir(dir)
     })();

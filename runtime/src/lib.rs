@@ -34,6 +34,7 @@
 pub mod cli;
 pub mod config;
 pub mod exitfile;
+pub mod failpoint;
 pub mod fsread;
 pub mod fswrite;
 pub mod identity;

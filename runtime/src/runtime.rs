@@ -603,6 +603,7 @@ impl Runtime {
                 });
             }
         }
+        crate::failpoint::hit("create:after-mkdir");
         let result = (|| {
             (self.strategies.make_dir)(&self.layout.log_dir(id)).map_err(|source| {
                 RuntimeError::Write {
@@ -619,6 +620,7 @@ impl Runtime {
                 created_unix_ms: state::now_unix_ms(),
             };
             self.write_state(&record)?;
+            crate::failpoint::hit("create:after-state");
             let config = ShimConfig {
                 argv: opts.argv.clone(),
                 env: opts.env.clone(),
@@ -713,6 +715,7 @@ impl Runtime {
                     id: id.clone(),
                     source,
                 })?;
+        crate::failpoint::hit("create:after-spawn");
         let mut stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         drop(child);
@@ -721,7 +724,10 @@ impl Runtime {
         let _ = stdin.write_all(&payload);
         drop(stdin);
         match read_ready(stdout, SHIM_READY_TIMEOUT) {
-            Ok(()) => Ok(registration),
+            Ok(()) => {
+                crate::failpoint::hit("create:after-ready");
+                Ok(registration)
+            }
             Err(message) => {
                 // Through the pidfd: the reaper may already have reaped it.
                 let _ = crate::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
@@ -752,6 +758,7 @@ impl Runtime {
             ProcessIdentity::Verified(p) if b.record.phase == Phase::Created => {
                 b.record.phase = Phase::Started;
                 self.write_state(&b.record)?;
+                crate::failpoint::hit("start:after-state");
                 let sig = crate::sys::start_signal();
                 let pidfd = p.pidfd.as_ref().map(OwnedFd::as_fd);
                 let r = match pidfd {
@@ -830,7 +837,10 @@ impl Runtime {
                     pid: p.pid,
                 });
             }
-            ProcessIdentity::Verified(p) => self.kill_verified(id, p)?,
+            ProcessIdentity::Verified(p) => {
+                self.kill_verified(id, p)?;
+                crate::failpoint::hit("delete:after-kill");
+            }
             ProcessIdentity::Legacy { pid, reason } => {
                 return Err(self.unverifiable(id, *pid, reason));
             }
@@ -901,6 +911,9 @@ impl Runtime {
             layout::EXIT_PREVIOUS,
             layout::STATE,
         ] {
+            if name == layout::STATE {
+                crate::failpoint::hit("delete:mid-remove");
+            }
             fswrite::remove_file(&dir.join(name)).map_err(werr)?;
         }
         remove_dir_or_report(&dir)

@@ -615,6 +615,79 @@ fn kill_takes_the_payload_group() -> R {
     Ok(())
 }
 
+/// The CLI killed at each named failpoint (REFBOX_FAILPOINT): the box, if
+/// any, stays readable and `delete --force` cleans it up; nothing is orphaned.
+fn failpoints_leave_recoverable_state() -> R {
+    let s = Scene::open()?;
+    let with_fp = |fp: &str, args: &[&str]| -> Result<Exit, Failed> {
+        let cmd = WorldCommand::new(REFBOX)
+            .env(refbox::failpoint::ENV, fp)
+            .arg("--root")
+            .arg(s.root().to_string_lossy())
+            .args(args.iter().copied());
+        Ok(s.w.run(&cmd, T)?)
+    };
+    let killed = |e: &Exit| e.status == ExitStatus::Signaled(doppel_harness::Signal::KILL);
+    let run_points = [
+        "create:after-mkdir",
+        "create:after-state",
+        "create:after-spawn",
+        "create:after-ready",
+        "start:after-state",
+        "write:before-rename",
+    ];
+    for (i, fp) in run_points.iter().enumerate() {
+        let id = format!("f{i}");
+        let e = with_fp(fp, &["run", "-d", &id, "--", "sleep", "1000"])?;
+        check(killed(&e), format!("{fp}: {:?} {}", e.status, stderr(&e)))?;
+        let st = s.refbox(&["state", &id])?;
+        check(
+            st.status.success() || stderr(&st).contains("state.json: not found"),
+            format!("{fp}: state: {}", stderr(&st)),
+        )?;
+        let d = s.refbox(&["delete", "--force", &id])?;
+        check(
+            d.status.success(),
+            format!("{fp}: delete --force: {}", stderr(&d)),
+        )?;
+        check(!s.host(&id).exists(), format!("{fp}: box removed"))?;
+    }
+    for (i, fp) in ["delete:after-kill", "delete:mid-remove"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("d{i}");
+        s.run_box(&id, &["sleep", "1000"])?;
+        let e = with_fp(fp, &["delete", "--force", &id])?;
+        check(killed(&e), format!("{fp}: {:?}", e.status))?;
+        let st = s.state(&id)?;
+        check_eq(&st["status"], "stopped", fp)?;
+        s.ok(&["delete", &id])?;
+        check(!s.host(&id).exists(), format!("{fp}: box removed"))?;
+    }
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let census = s.w.census()?;
+        let left: Vec<_> = census
+            .processes()
+            .iter()
+            .filter(|p| {
+                p.argv
+                    .first()
+                    .is_some_and(|a| a == "refbox-shim" || a == "sleep")
+            })
+            .map(|p| p.argv.clone())
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        check(
+            std::time::Instant::now() < deadline,
+            format!("left behind: {left:?}"),
+        )?;
+    }
+}
+
 fn main() {
     doppel_harness::init::dispatch();
     let args = Arguments::from_args();
@@ -665,6 +738,7 @@ fn main() {
             "stop::kill_takes_the_payload_group",
             kill_takes_the_payload_group,
         ),
+        ("crash::failpoints", failpoints_leave_recoverable_state),
     ];
     let trials = trials
         .into_iter()
