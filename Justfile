@@ -14,10 +14,14 @@ suite *ARGS:
     cargo build --release --workspace --bins
     ./target/release/doppel run {{ARGS}}
 
-# Install the real runtimes the suite can drive (runc, crun, busybox for bundles).
+# Install the real runtimes the suite can drive: runc, crun, busybox-static
+# (OCI bundle rootfs) from apt, youki with cargo (~5 min; skipped when present).
 runtimes:
-    apt-get update -qq
-    apt-get install -y --no-install-recommends runc crun busybox-static
+    bash fixtures/install-runtimes.sh
+
+# Regenerate docs/results.md: the catalog against refbox, runc, crun and youki.
+results:
+    bash fixtures/results.sh
 
 # Criterion benches (world open/close, spawn_at vs wraparound, recovery latency).
 bench *ARGS:
