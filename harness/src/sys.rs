@@ -128,8 +128,18 @@ fn clone3_fork(set_tid: Option<i32>) -> Result<i32, Errno> {
 /// work where clone3 is missing or filtered (Docker's default seccomp profile
 /// answers ENOSYS to clone3).
 fn fork_maybe_at(set_tid: Option<i32>) -> Result<i32, Errno> {
+    static CLONE3_MISSING: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
     if set_tid.is_some() {
         return clone3_fork(set_tid);
+    }
+    // clone3 is the cheaper fork (no atfork handlers); it matters for the
+    // wraparound loop's tens of thousands of forks.
+    if !CLONE3_MISSING.load(Ordering::Relaxed) {
+        match clone3_fork(None) {
+            Err(libc::ENOSYS) | Err(libc::EPERM) => CLONE3_MISSING.store(true, Ordering::Relaxed),
+            r => return r,
+        }
     }
     // SAFETY: callers are single-threaded (doppel-init, probes), so the child
     // may run the plan or exit; see `clone3_fork`.
