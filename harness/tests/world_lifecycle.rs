@@ -246,3 +246,36 @@ fn bad_world_options_are_typed_errors() {
         "{err:?}"
     );
 }
+
+#[test]
+fn cgroup_unified_can_be_unmounted_inside_the_world_only() {
+    skip_without_worlds!();
+    let on_host = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup/unified"));
+    if !on_host {
+        eprintln!("SKIPPED: no /sys/fs/cgroup/unified mount on this host");
+        return;
+    }
+    let w = World::open(doppel_harness::WorldOptions {
+        unmount_cgroup_unified: true,
+        ..options()
+    })
+    .unwrap();
+    let exit = w
+        .run(
+            &WorldCommand::new("/bin/sh").args([
+                "-c",
+                "grep -c ' /sys/fs/cgroup/unified ' /proc/self/mountinfo",
+            ]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(exit.stdout.bytes, b"0\n", "gone inside the world");
+    let still = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup/unified"));
+    assert!(still, "still mounted on the host");
+}
