@@ -380,6 +380,7 @@ fn pid1(mut control: UnixStream, args: &WorldArgs, userns: bool) -> i32 {
         }
     };
     let ready = Response::Ready {
+        protocol: crate::proto::PROTOCOL_VERSION,
         outer_pid: outer,
         pid_max,
         userns,

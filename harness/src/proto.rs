@@ -11,6 +11,11 @@ use crate::procfs::ProcStat;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 
+/// Version of this protocol. init announces it in `Ready`; the harness refuses
+/// an init of another version (e.g. a stale `doppel-init` next to a fresh
+/// test binary) with a clear error instead of a confusing decode failure.
+pub const PROTOCOL_VERSION: u32 = 1;
+
 /// The largest frame either side accepts (captured output is capped well below).
 pub const MAX_FRAME: u32 = 64 << 20;
 
@@ -206,6 +211,9 @@ pub struct SpawnedReport {
 pub enum Response {
     /// First message: the world is up.
     Ready {
+        /// [`PROTOCOL_VERSION`] of the init binary (0 when it predates versions).
+        #[serde(default)]
+        protocol: u32,
         /// init's PID in the harness's PID namespace.
         outer_pid: Pid,
         /// The world's pid_max.

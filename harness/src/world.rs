@@ -13,8 +13,8 @@ use crate::ids::{Pid, Signal, StartTime};
 use crate::locate::{self, Helper, NotFound, Program};
 use crate::procfs::{ProcStat, parse_stat};
 use crate::proto::{
-    ExitReport, FrameError, OnTimeout, RemoteError, Request, Response, SpawnedReport, read_frame,
-    write_frame,
+    ExitReport, FrameError, OnTimeout, PROTOCOL_VERSION, RemoteError, Request, Response,
+    SpawnedReport, read_frame, write_frame,
 };
 use crate::sys;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -111,6 +111,18 @@ pub enum WorldError {
     /// The world is unusable afterwards.
     #[error("control channel to init")]
     Control(#[source] FrameError),
+    /// The doppel-init found speaks another protocol version (a stale build).
+    #[error(
+        "{path:?} speaks control protocol {init}, this harness {harness}: rebuild it (`cargo build --workspace`)"
+    )]
+    ProtocolMismatch {
+        /// The init program.
+        path: PathBuf,
+        /// Its version.
+        init: u32,
+        /// Ours.
+        harness: u32,
+    },
     /// An earlier control failure left the channel out of step.
     #[error("world is broken by an earlier control channel failure")]
     Broken,
@@ -335,11 +347,24 @@ impl World {
         };
         let (outer, pid_max, userns, set_tid) = match ready {
             Response::Ready {
+                protocol,
                 outer_pid,
                 pid_max,
                 userns,
                 set_tid,
-            } => (outer_pid, pid_max, userns, set_tid),
+            } => {
+                if protocol != PROTOCOL_VERSION {
+                    return Err(fail(
+                        &mut stub,
+                        WorldError::ProtocolMismatch {
+                            path: init.path.clone(),
+                            init: protocol,
+                            harness: PROTOCOL_VERSION,
+                        },
+                    ));
+                }
+                (outer_pid, pid_max, userns, set_tid)
+            }
             Response::SetupFailed(e) => return Err(fail(&mut stub, WorldError::Setup(e))),
             _ => {
                 return Err(fail(

@@ -279,3 +279,35 @@ fn cgroup_unified_can_be_unmounted_inside_the_world_only() {
         .any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup/unified"));
     assert!(still, "still mounted on the host");
 }
+
+#[test]
+fn a_stale_init_is_refused_with_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    // A fake init that answers Ready without a protocol version, like one
+    // built before versions existed.
+    let body = br#"{"Ready":{"outer_pid":1,"pid_max":100,"userns":false,"set_tid":false}}"#;
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(body);
+    let octal: String = frame.iter().map(|b| format!("\\{b:03o}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("old-init");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nprintf '{octal}' >&3\nexec cat <&3 >/dev/null\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = World::open(doppel_harness::WorldOptions {
+        init_program: Some(script),
+        ..options()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            doppel_harness::WorldError::ProtocolMismatch { init: 0, .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("cargo build --workspace"), "{err}");
+}
