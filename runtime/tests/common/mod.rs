@@ -7,15 +7,23 @@ use std::path::{Path, PathBuf};
 
 /// Makes this process a child subreaper and, on drop, SIGKILLs and reaps
 /// every child it still has (shims and orphaned payloads started by the test).
+/// It also serializes the tests that hold one, so under `cargo test` (threads
+/// in one process) no test kills or counts another's children; under nextest
+/// (a process per test) the lock is free.
 pub struct Reaped {
-    _private: (),
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Reaped {
     pub fn new() -> Self {
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .expect("PR_SET_CHILD_SUBREAPER");
-        Reaped { _private: () }
+        Reaped { _serial: serial }
     }
 }
 
