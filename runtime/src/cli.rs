@@ -362,6 +362,11 @@ fn print_row(out: &mut impl Write, b: &BoxState) {
 
 fn print_entry_errors(errors: &[crate::status::EntryError]) {
     for e in errors {
-        eprintln!("refbox: {}: {}", e.path.display(), e.error);
+        let path = e.path.display().to_string();
+        if e.error.contains(&path) {
+            eprintln!("refbox: {}", e.error);
+        } else {
+            eprintln!("refbox: {path}: {}", e.error);
+        }
     }
 }
