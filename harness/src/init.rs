@@ -322,9 +322,30 @@ fn mount_world(args: &WorldArgs) -> Result<(), RemoteError> {
     )
     .map_err(|e| sys_err("mount tmpfs on workdir", errno_of(e)))?;
     if args.unmount_cgroup_unified {
-        match umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-            Err(e) => return Err(sys_err("umount /sys/fs/cgroup/unified", errno_of(e))),
+        const UNIFIED: &str = "/sys/fs/cgroup/unified";
+        let mounted = || {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split_whitespace().nth(4) == Some(UNIFIED))
+        };
+        if mounted() {
+            // In a user namespace the inherited mount is locked and cannot be
+            // unmounted; covering it with an empty tmpfs hides it just as well
+            // from runtimes probing for a hybrid cgroup layout.
+            if umount2(UNIFIED, MntFlags::MNT_DETACH).is_err() || mounted() {
+                mount(
+                    Some("tmpfs"),
+                    UNIFIED,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC
+                        | MsFlags::MS_RDONLY,
+                    Some("size=4k"),
+                )
+                .map_err(|e| sys_err("hide /sys/fs/cgroup/unified", errno_of(e)))?;
+            }
         }
     }
     if let Some(max) = args.pid_max {
