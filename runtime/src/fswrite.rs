@@ -243,6 +243,41 @@ pub fn check_parent_dir(path: &Path, uid: u32) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// An exclusive `flock` on a box dir, held while an operation changes the
+/// box (create, start, delete, recover), so two refbox invocations cannot
+/// both decide the box is stopped and each start a shim. Released on drop.
+/// Readers (`state`, `list`) never take it.
+#[derive(Debug)]
+pub struct DirLock {
+    _fd: std::os::fd::OwnedFd,
+}
+
+/// How long [`DirLock::acquire`] waits for another refbox to finish.
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl DirLock {
+    /// Locks `dir` (not following a symlink), waiting up to [`LOCK_TIMEOUT`].
+    pub fn acquire(dir: &Path) -> Result<DirLock, WriteError> {
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err(dir, "open dir for lock"))?;
+        let deadline = std::time::Instant::now() + LOCK_TIMEOUT;
+        loop {
+            match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(DirLock { _fd: fd }),
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    // Another refbox holds it for one operation: milliseconds.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(e) => return Err(io_err(dir, "flock")(e)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +353,24 @@ mod tests {
             check_private_dir(&link, uid()),
             Err(WriteError::Symlink { .. })
         ));
+    }
+
+    #[test]
+    fn dir_lock_is_exclusive_across_open_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        let fd = rustix::fs::open(
+            dir.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        assert_eq!(
+            rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive),
+            Err(rustix::io::Errno::WOULDBLOCK)
+        );
+        drop(held);
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     }
 
     #[test]

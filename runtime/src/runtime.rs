@@ -604,6 +604,7 @@ impl Runtime {
             }
         }
         crate::failpoint::hit("create:after-mkdir");
+        let _lock = self.lock(id)?;
         let result = (|| {
             (self.strategies.make_dir)(&self.layout.log_dir(id)).map_err(|source| {
                 RuntimeError::Write {
@@ -634,6 +635,29 @@ impl Runtime {
             let _ = self.remove_box_files(id);
         }
         result
+    }
+
+    fn lock(&self, id: &BoxId) -> Result<fswrite::DirLock, RuntimeError> {
+        fswrite::DirLock::acquire(&self.layout.box_dir(id)).map_err(|source| RuntimeError::Write {
+            id: id.clone(),
+            source,
+        })
+    }
+
+    /// Locks an existing box dir; checks it first (a symlink or foreign dir is
+    /// reported like any unreadable box, a missing one as no such box).
+    fn lock_existing(&self, id: &BoxId) -> Result<fswrite::DirLock, RuntimeError> {
+        let dir = self.layout.box_dir(id);
+        match rustix::fs::lstat(&dir) {
+            Err(rustix::io::Errno::NOENT) => {
+                return Err(RuntimeError::NoSuchBox { id: id.clone() });
+            }
+            _ => fswrite::check_private_dir(&dir, self.uid).map_err(|e| RuntimeError::Box {
+                id: id.clone(),
+                source: e.into(),
+            })?,
+        }
+        self.lock(id)
     }
 
     fn write_state(&self, record: &BoxRecord) -> Result<(), RuntimeError> {
@@ -753,6 +777,7 @@ impl Runtime {
     /// launch a new shim for a stopped box (its old `exit` becomes
     /// `exit.previous` when the new run ends).
     pub fn start(&self, id: &BoxId, secret: Option<Vec<u8>>) -> Result<(), RuntimeError> {
+        let _lock = self.lock_existing(id)?;
         let mut b = self.load(id)?;
         match &b.identity {
             ProcessIdentity::Verified(p) if b.record.phase == Phase::Created => {
@@ -825,6 +850,7 @@ impl Runtime {
     /// ones refbox creates). A running box needs `force` (killed as by
     /// `kill KILL`, waiting for death). An unverifiable box is refused.
     pub fn delete(&self, id: &BoxId, force: bool) -> Result<(), RuntimeError> {
+        let _lock = self.lock_existing(id)?;
         let b = match self.load(id) {
             Ok(b) => b,
             Err(e) if self.is_half_created(id, &e) => return self.remove_box_files(id),
@@ -932,6 +958,7 @@ impl Runtime {
     }
 
     fn recover_one(&self, id: &BoxId) -> Result<RecoveredBox, RuntimeError> {
+        let _lock = self.lock_existing(id)?;
         let mut b = self.load(id)?;
         let view = b.view();
         let (action, detail) = match &b.identity {

@@ -294,3 +294,34 @@ fn dropping_the_runtime_stops_its_reaper_at_once() {
     assert_eq!(rt.state(&id).unwrap().status, Status::Created);
     rt.delete(&id, true).unwrap();
 }
+
+#[test]
+fn concurrent_starts_of_a_stopped_box_spawn_one_shim() {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("race").unwrap();
+    rt.create(&opts("race", &["sleep", "100"])).unwrap();
+    rt.start(&id, None).unwrap();
+    rt.kill(&id, libc::SIGKILL).unwrap();
+    assert_eq!(rt.wait_stopped(&id).unwrap().status, Status::Stopped);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| rt.start(&id, None))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let already = results
+        .iter()
+        .filter(|r| matches!(r, Err(RuntimeError::AlreadyRunning { .. })))
+        .count();
+    assert_eq!((ok, already), (1, 3), "{results:?}");
+    let shims = common::children()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"refbox-shim\0"))
+        })
+        .count();
+    assert_eq!(shims, 1);
+    rt.delete(&id, true).unwrap();
+}
