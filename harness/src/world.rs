@@ -48,6 +48,9 @@ pub struct WorldOptions {
     pub unmount_cgroup_unified: bool,
     /// The world's own pid_max (Linux 6.14+, where pid_max is per PID
     /// namespace; refused on older kernels, where it would be global).
+    /// Without it a world gets the kernel's default for a new namespace,
+    /// which need not be the host's value (4194304 on Linux 6.18 here, with
+    /// the host at 32768): pass it explicitly when the number matters.
     pub pid_max: Option<i32>,
     /// Deadline for init to report Ready.
     pub open_timeout: Duration,
