@@ -11,7 +11,7 @@
 //! another boot is dead without touching the pid); `pidfd_open(pid)` pins the
 //! process; its pidfs inode must equal the recorded one (pidfs inodes are not
 //! reused while the machine is up, so this alone tells a recycled pid, even
-//! one started in the same clock tick); the start time must match. Without
+//! one started in the same clock tick, and /proc is then not read). Without
 //! pidfs (kernels before 6.9) the check is start time + boot id + exact
 //! `argv[1] == box id`, which is weaker: an impostor born in the same tick
 //! with the same argv passes. Either way the pidfd is checked to be still
@@ -527,6 +527,12 @@ pub fn verify_with_pidfd(req: &VerifyRequest<'_>) -> ProcessIdentity {
             }
         }
     }
+    if use_inode {
+        // The pidfs inode matched: it names this very process for the whole
+        // boot (never reused), so start time and argv cannot tell anything
+        // more, and /proc (≈ 2/3 of a verification's cost) is not read.
+        return alive_or_dead(pid, pidfd);
+    }
     let stat_path = PathBuf::from(format!("/proc/{pid}/stat"));
     let found = match fsread::read_proc(&stat_path, 4096) {
         Ok(b) => parse_stat_start_time(&b),
@@ -549,19 +555,26 @@ pub fn verify_with_pidfd(req: &VerifyRequest<'_>) -> ProcessIdentity {
             };
         }
     }
-    if !use_inode {
-        // Fallback without pidfs: the shim's argv names its box exactly.
-        let cmdline = fsread::read_proc(&PathBuf::from(format!("/proc/{pid}/cmdline")), 4096)
-            .unwrap_or_default();
-        if cmdline.split(|&b| b == 0).nth(1) != Some(req.id.as_str().as_bytes()) {
-            return absent(AbsentReason::Recycled {
-                evidence: format!("argv[1] is not exactly {:?}", req.id.as_str()),
-            });
-        }
+    // Fallback without pidfs: the shim's argv names its box exactly.
+    let cmdline =
+        fsread::read_proc(&PathBuf::from(format!("/proc/{pid}/cmdline")), 4096).unwrap_or_default();
+    if cmdline.split(|&b| b == 0).nth(1) != Some(req.id.as_str().as_bytes()) {
+        return absent(AbsentReason::Recycled {
+            evidence: format!("argv[1] is not exactly {:?}", req.id.as_str()),
+        });
     }
     // The reads above described the pinned process only if it is still alive.
+    alive_or_dead(pid, pidfd)
+}
+
+/// The end of a verification: the pinned process is verified unless it has
+/// exited (a zombie still has its pid, inode and /proc entry).
+fn alive_or_dead(pid: Pid, pidfd: OwnedFd) -> ProcessIdentity {
     if pidfd_exited(&pidfd) {
-        return absent(AbsentReason::Dead);
+        return ProcessIdentity::Absent {
+            pid: Some(pid),
+            reason: AbsentReason::Dead,
+        };
     }
     ProcessIdentity::Verified(VerifiedProcess {
         pid,

@@ -26,6 +26,8 @@ pub struct Strategies {
     /// Is the recorded process still the box's? Default
     /// [`crate::identity::verify_with_pidfd`]. Naive alternatives: `kill -0`
     /// liveness, substring match of the box id in cmdline, start time only.
+    /// A strategy that accepts a process should return a pidfd for it in
+    /// [`VerifiedProcess`]; without one the default `send_signal` refuses.
     pub verify: fn(&VerifyRequest<'_>) -> ProcessIdentity,
     /// Parses `shim.pid`. Default [`crate::identity::parse_record`], which
     /// refuses pids ≤ 1. Naive alternative: accept any integer.
