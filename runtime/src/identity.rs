@@ -681,6 +681,58 @@ mod tests {
         assert!(parse_stat_start_time(&b).is_some());
     }
 
+    /// Kills and reaps the child it owns.
+    struct ChildGuard(std::process::Child);
+
+    impl Drop for ChildGuard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn matching_pidfs_inode_decides_without_proc() {
+        let host = HostFacts::detect().unwrap();
+        if !host.pidfs {
+            eprintln!("ignored: this kernel has no pidfs inodes");
+            return;
+        }
+        let child = ChildGuard(
+            std::process::Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = Pid::new(i64::from(child.0.id())).unwrap();
+        let fd = rustix::process::pidfd_open(pid.to_rustix(), PidfdFlags::empty()).unwrap();
+        let ino = rustix::fs::fstat(&fd).unwrap().st_ino;
+        let id = BoxId::new("b").unwrap();
+        let verify = |start_time, pidfs_ino| {
+            let record = IdentityRecord::V2(RecordV2 {
+                pid,
+                start_time: StartTime(start_time),
+                boot_id: host.boot_id,
+                pidfs_ino,
+            });
+            verify_with_pidfd(&VerifyRequest {
+                id: &id,
+                record: &record,
+                host: &host,
+            })
+        };
+        // A start time /proc would contradict: the inode alone decides, so
+        // /proc was not read.
+        assert!(matches!(verify(1, ino), ProcessIdentity::Verified(_)));
+        assert!(matches!(
+            verify(1, ino + 1),
+            ProcessIdentity::Absent {
+                reason: AbsentReason::Recycled { .. },
+                ..
+            }
+        ));
+    }
+
     proptest! {
         #[test]
         fn v2_round_trips(pid in 2i64..=4_194_304, st in any::<u64>(), ino in any::<u64>()) {
