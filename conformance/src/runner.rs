@@ -324,6 +324,28 @@ pub fn doctor(subject: &Subject) -> (String, bool) {
     }
     let caps: Vec<String> = a.capabilities().iter().map(|c| c.to_string()).collect();
     let _ = writeln!(out, "  capabilities: {}", caps.join(", "));
+    if a.payload == crate::adapter::PayloadMode::OciBundle {
+        let busybox = std::path::Path::new(doppel_fixtures::bundle::BUSYBOX);
+        match doppel_fixtures::bundle::check_busybox(busybox) {
+            Ok(()) => {
+                let _ = writeln!(
+                    out,
+                    "  payload: oci-bundle, rootfs from {}",
+                    busybox.display()
+                );
+            }
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(out, "  payload: oci-bundle, but no rootfs: {e}");
+            }
+        }
+    }
+    if a.world.unmount_cgroup_unified {
+        let _ = writeln!(
+            out,
+            "  world: /sys/fs/cgroup/unified unmounted in each world's mount namespace"
+        );
+    }
     let na: Vec<String> = crate::cases::ALL
         .iter()
         .filter_map(|c| c.not_applicable(a).map(|_| c.id.to_string()))
