@@ -14,6 +14,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Deletes (killing) the box when dropped, panics included.
+struct DeleteOnDrop<'a>(&'a Runtime, BoxId);
+
+impl Drop for DeleteOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.delete(&self.1, true);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     // Become the subreaper of what we start, so the payload is ours to reap.
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
@@ -34,6 +43,8 @@ fn main() -> anyhow::Result<()> {
         secret: None,
     })?;
     rt.start(&id, None)?;
+    // Whatever happens below (a panic, a closed stdout), the box goes.
+    let _cleanup = DeleteOnDrop(&rt, id.clone());
 
     let bytes = std::fs::read(root.join("m/shim.pid"))?;
     let record = refbox::identity::parse_record(&bytes)?;
@@ -159,7 +170,7 @@ fn main() -> anyhow::Result<()> {
         nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?.max_rss();
     println!("peak RSS of any refbox CLI run: {rss} KiB");
 
-    rt.delete(&id, true)?;
+    drop(_cleanup);
     while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::empty()) {}
     Ok(())
 }
