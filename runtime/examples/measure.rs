@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         assert!(matches!(r, refbox::ProcessIdentity::Verified(_)));
     }
     println!(
-        "identity verification (pidfd + pidfs inode + start time): {:.2} µs",
+        "identity verification (pidfd + pidfs inode + liveness): {:.2} µs",
         t.elapsed().as_secs_f64() * 1e6 / n as f64
     );
 
