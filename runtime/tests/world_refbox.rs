@@ -688,6 +688,24 @@ fn failpoints_leave_recoverable_state() -> R {
     }
 }
 
+/// Pins the documented weakness of the fallback (no pidfs inode): a real
+/// `refbox-shim` for the same id, born in the victim's tick, passes. With the
+/// inode (the default on 6.9+) the same scene is caught, see
+/// `identity::same_tick_same_exe_impostor`.
+fn fallback_is_weaker_against_same_tick_same_argv() -> R {
+    let s = Scene::open()?;
+    let pid = s.run_box("box-1", &["sleep", "1000"])?;
+    let rep = decoy_shim_at(&s, "box-1", pid)?;
+    s.rewrite_record_line("box-1", 1, &rep.start_time.0.to_string())?;
+    s.rewrite_record_line("box-1", 3, "0")?;
+    let st = s.state("box-1")?;
+    check_eq(
+        &st["identity"],
+        "verified",
+        "fallback accepts the same-tick same-argv shim",
+    )
+}
+
 fn main() {
     doppel_harness::init::dispatch();
     let args = Arguments::from_args();
@@ -739,6 +757,10 @@ fn main() {
             kill_takes_the_payload_group,
         ),
         ("crash::failpoints", failpoints_leave_recoverable_state),
+        (
+            "identity::fallback_is_weaker_against_same_tick_same_argv",
+            fallback_is_weaker_against_same_tick_same_argv,
+        ),
     ];
     let trials = trials
         .into_iter()
