@@ -1,4 +1,4 @@
-//! The `doppel` command line. `doppel run|list|doctor|compare` are the user
+//! The `doppel` command line. `doppel run|list|doctor|bench|compare` are the user
 //! commands; any other invocation is read as libtest arguments (`--list
 //! --format terse`, `--exact NAME`, `--ignored`, filters), so nextest can
 //! drive `doppel` and the `suite` test target alike.
@@ -81,6 +81,26 @@ pub enum Command {
         #[command(flatten)]
         subject: SubjectArgs,
     },
+    /// Latency of state, list and a recovery pass with N live boxes, for
+    /// each runtime side by side in one run (Markdown table of medians and
+    /// ratios to the fastest). Every box is deleted (--force) afterwards.
+    Bench {
+        /// Adapter files, one per runtime (repeatable). Default: refbox.
+        #[arg(long, value_name = "FILE")]
+        adapter: Vec<PathBuf>,
+        /// Directory substituted for `{bindir}` in the adapters.
+        #[arg(long, value_name = "DIR")]
+        bindir: Option<PathBuf>,
+        /// Live boxes per runtime.
+        #[arg(long, default_value_t = 100)]
+        boxes: usize,
+        /// Samples of state and list per runtime.
+        #[arg(long, default_value_t = 21)]
+        samples: usize,
+        /// Recovery passes per runtime.
+        #[arg(long, default_value_t = 5)]
+        recovery_samples: usize,
+    },
     /// Compare JSON reports: a Markdown table, one column per runtime.
     Compare {
         /// After the table, one line per failure (what the runtime did) and
@@ -93,10 +113,11 @@ pub enum Command {
     },
 }
 
-const SUBCOMMANDS: [&str; 8] = [
+const SUBCOMMANDS: [&str; 9] = [
     "run",
     "list",
     "doctor",
+    "bench",
     "compare",
     "help",
     "--help",
@@ -237,6 +258,42 @@ fn execute(cli: Cli) -> Result<ExitCode, String> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Bench {
+            adapter,
+            bindir,
+            boxes,
+            samples,
+            recovery_samples,
+        } => {
+            let mut subjects = Vec::new();
+            if adapter.is_empty() {
+                subjects.push(subject(&SubjectArgs {
+                    adapter: None,
+                    bindir: bindir.clone(),
+                })?);
+            }
+            for a in adapter {
+                subjects.push(subject(&SubjectArgs {
+                    adapter: Some(a),
+                    bindir: bindir.clone(),
+                })?);
+            }
+            for s in &subjects {
+                if s.needs_bindir() {
+                    if let Err(e) = &s.bindir {
+                        return Err(e.clone());
+                    }
+                }
+            }
+            let opts = crate::bench::BenchOptions {
+                boxes,
+                samples: samples.max(1),
+                recovery_samples: recovery_samples.max(1),
+            };
+            let report = crate::bench::run(&subjects, &opts).map_err(|e| e.0)?;
+            write_out(None, &crate::bench::render(&report))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Compare { evidence, reports } => {
             let mut parsed: Vec<Report> = Vec::new();

@@ -13,6 +13,8 @@
 //! - [`report`]: JSON/JUnit/Markdown/human output and `compare`.
 //! - [`runner`]: runs cases (one world each) for `doppel run` and for the
 //!   libtest protocol nextest speaks.
+//! - [`bench`]: `doppel bench`, runtimes' state/list/recovery latency side
+//!   by side with N live boxes. Uses `scene`.
 //! - [`cli`]: the `doppel` command line, shared by the binary and the
 //!   `suite` test target.
 //! - [`locate`]: finds refbox's binaries, the default subject.
@@ -20,6 +22,7 @@
 //!   doppel-fixtures) and the host cgroups real OCI runtimes leave.
 
 pub mod adapter;
+pub mod bench;
 pub mod cases;
 pub mod catalog;
 pub mod cli;

@@ -181,6 +181,11 @@ pub struct Scene<'a> {
 impl<'a> Scene<'a> {
     /// Opens a fresh world for `case`.
     pub fn open(_case: &Case, subject: &'a Subject) -> Result<Scene<'a>, NotStaged> {
+        Self::open_subject(subject)
+    }
+
+    /// Opens a fresh world for `subject` outside any case (`doppel bench`).
+    pub fn open_subject(subject: &'a Subject) -> Result<Scene<'a>, NotStaged> {
         let world = World::open_with(subject.adapter.world)?;
         let root = format!("{}/root", world.dir().trim_end_matches('/'));
         Ok(Scene {

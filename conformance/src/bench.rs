@@ -1,0 +1,368 @@
+//! `doppel bench`: black-box latency of `state`, `list` and a recovery pass
+//! for each runtime with N live boxes, measured side by side in one run.
+//!
+//! Each runtime gets its own world (through [`Scene`], so the suite's
+//! adapters, payload modes and OCI bundles are reused as they are) with N
+//! boxes created and started (progress on stderr). Then samples are taken
+//! round-robin across runtimes, so machine noise lands on all of them alike.
+//! Every figure is the wall time of one runtime command run in its world,
+//! including the harness's spawn-and-wait round trip; the `/bin/true` row
+//! measures that floor the same way.
+//!
+//! A recovery pass is the adapter's `recover` command when it declares one
+//! (the OCI adapters map it to `list`, the one command that classifies every
+//! container); otherwise what a supervisor does after a restart to learn which boxes are
+//! alive (containerd does this per task): `list`, then `state` of every box.
+//!
+//! When the scenes end, every box is `delete --force`d (real OCI runtimes
+//! create host cgroups) and the worlds are closed.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::adapter::Operation;
+use crate::catalog::NotStaged;
+use crate::runner::Subject;
+use crate::scene::{Run, Scene};
+
+/// Payload of every box: a long sleep.
+const PAYLOAD: &[&str] = &["/bin/sleep", "1000000"];
+
+/// What `doppel bench` measures.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Live boxes per runtime.
+    pub boxes: usize,
+    /// Samples of `state` and `list` per runtime.
+    pub samples: usize,
+    /// Samples of a recovery pass per runtime.
+    pub recovery_samples: usize,
+}
+
+/// One measured operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `state ID` (a different box each sample).
+    State,
+    /// `list`.
+    List,
+    /// A recovery pass.
+    Recovery,
+}
+
+/// The figures of one runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeFigures {
+    /// Adapter's runtime name.
+    pub name: String,
+    /// Its version line, when the version command answered.
+    pub version: Option<String>,
+    /// Median time to create and start one box.
+    pub create: Duration,
+    /// Median `state`.
+    pub state: Duration,
+    /// Median `list`.
+    pub list: Duration,
+    /// Median recovery pass.
+    pub recovery: Duration,
+    /// How the recovery pass was made.
+    pub recovery_how: String,
+}
+
+/// The result of `doppel bench`.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Live boxes per runtime.
+    pub boxes: usize,
+    /// Samples per figure (state/list, recovery).
+    pub samples: (usize, usize),
+    /// The floor: `/bin/true` run in a world the same way.
+    pub floor: Duration,
+    /// One entry per runtime, in the order given.
+    pub runtimes: Vec<RuntimeFigures>,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn human(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1e3 {
+        format!("{us:.0} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+/// One runtime's world with its boxes.
+struct Bench<'a> {
+    subject: &'a Subject,
+    scene: Scene<'a>,
+    ids: Vec<String>,
+    create: Vec<Duration>,
+    next_state: usize,
+}
+
+impl<'a> Bench<'a> {
+    fn name(&self) -> &str {
+        &self.subject.adapter.name
+    }
+
+    /// Opens the world and creates `n` boxes, with progress on stderr.
+    fn open(subject: &'a Subject, n: usize) -> Result<Bench<'a>, NotStaged> {
+        let scene = Scene::open_subject(subject)?;
+        let mut b = Bench {
+            subject,
+            scene,
+            ids: Vec::with_capacity(n),
+            create: Vec::with_capacity(n),
+            next_state: 0,
+        };
+        let name = b.name().to_string();
+        let start = Instant::now();
+        let mut last = Instant::now();
+        for i in 0..n {
+            let id = format!("bench-{i:05}");
+            let t = Instant::now();
+            let run = b.scene.run_box(&id, PAYLOAD)?;
+            b.create.push(t.elapsed());
+            if !run.success() {
+                return Err(NotStaged(format!(
+                    "{name}: box {id} did not start: {}",
+                    run.summary()
+                )));
+            }
+            b.ids.push(id);
+            if last.elapsed() >= Duration::from_millis(200) || i + 1 == n {
+                last = Instant::now();
+                eprint!(
+                    "\r{name}: creating boxes {}/{n} ({:.1} s, {} each)   ",
+                    i + 1,
+                    start.elapsed().as_secs_f64(),
+                    human(median(b.create.clone()))
+                );
+            }
+        }
+        eprintln!();
+        Ok(b)
+    }
+
+    fn check(&self, op: &str, run: &Run) -> Result<(), NotStaged> {
+        if run.success() {
+            Ok(())
+        } else {
+            Err(NotStaged(format!(
+                "{}: {op} failed: {}",
+                self.name(),
+                run.summary()
+            )))
+        }
+    }
+
+    /// Times one sample of `op`.
+    fn sample(&mut self, op: Op) -> Result<Duration, NotStaged> {
+        match op {
+            Op::State => {
+                let id = self.ids[self.next_state % self.ids.len()].clone();
+                self.next_state += 1;
+                let run = self.scene.op(Operation::State, Some(&id), &[])?;
+                self.check("state", &run)?;
+                Ok(run.elapsed)
+            }
+            Op::List => {
+                let run = self.scene.op(Operation::List, None, &[])?;
+                self.check("list", &run)?;
+                Ok(run.elapsed)
+            }
+            Op::Recovery if self.subject.adapter.has(Operation::Recover) => {
+                let run = self.scene.op(Operation::Recover, None, &[])?;
+                self.check("recover", &run)?;
+                Ok(run.elapsed)
+            }
+            Op::Recovery => {
+                let t = Instant::now();
+                let run = self.scene.op(Operation::List, None, &[])?;
+                self.check("list", &run)?;
+                for id in self.ids.clone() {
+                    let run = self.scene.op(Operation::State, Some(&id), &[])?;
+                    self.check("state", &run)?;
+                }
+                Ok(t.elapsed())
+            }
+        }
+    }
+
+    /// The recovery pass in words: the adapter's `recover` command (its
+    /// program and literal words, e.g. `runc list`), or list + state.
+    fn recovery_how(&self) -> String {
+        match self.subject.adapter.command(Operation::Recover) {
+            Some(t) => {
+                let words: Vec<&str> = t
+                    .elements()
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|w| !w.contains('{') && !w.starts_with('-'))
+                    .map(|w| w.rsplit('/').next().unwrap_or(w))
+                    .collect();
+                format!("`{}`", words.join(" "))
+            }
+            None => format!("list + {} × state", self.ids.len()),
+        }
+    }
+}
+
+/// `/bin/true` through the same world round trip, `samples` times.
+fn floor(samples: usize) -> Result<Duration, NotStaged> {
+    let mut w = crate::world::World::open()?;
+    let argv = vec!["/bin/true".to_string()];
+    let mut v = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        w.exec(&argv, &[], &[], Duration::from_secs(10))?;
+        v.push(t.elapsed());
+    }
+    Ok(median(v))
+}
+
+/// Runs the bench over `subjects`; every runtime has its boxes live at once,
+/// and samples are taken round-robin.
+pub fn run(subjects: &[Subject], opts: &BenchOptions) -> Result<BenchReport, NotStaged> {
+    let mut benches = Vec::with_capacity(subjects.len());
+    for s in subjects {
+        if !s.adapter.has(Operation::State) || !s.adapter.has(Operation::List) {
+            return Err(NotStaged(format!(
+                "{}: the adapter declares no state or list command",
+                s.adapter.name
+            )));
+        }
+        benches.push(Bench::open(s, opts.boxes.max(1))?);
+    }
+    let k = benches.len();
+    let mut times = vec![[Vec::new(), Vec::new(), Vec::new()]; k];
+    eprintln!(
+        "measuring: {} × state and list, {} recovery passes per runtime, round-robin",
+        opts.samples, opts.recovery_samples
+    );
+    for round in 0..opts.samples.max(opts.recovery_samples) {
+        for (i, b) in benches.iter_mut().enumerate() {
+            if round < opts.samples {
+                times[i][0].push(b.sample(Op::State)?);
+                times[i][1].push(b.sample(Op::List)?);
+            }
+            if round < opts.recovery_samples {
+                times[i][2].push(b.sample(Op::Recovery)?);
+            }
+        }
+    }
+    let floor = floor(opts.samples)?;
+    let runtimes = benches
+        .iter()
+        .zip(times)
+        .map(|(b, [state, list, recovery])| RuntimeFigures {
+            name: b.name().to_string(),
+            version: b.subject.version(),
+            create: median(b.create.clone()),
+            state: median(state),
+            list: median(list),
+            recovery: median(recovery),
+            recovery_how: b.recovery_how(),
+        })
+        .collect();
+    eprintln!("deleting the boxes (delete --force) and closing the worlds…");
+    drop(benches);
+    Ok(BenchReport {
+        boxes: opts.boxes.max(1),
+        samples: (opts.samples, opts.recovery_samples),
+        floor,
+        runtimes,
+    })
+}
+
+/// The report as a Markdown table: medians, and each runtime's ratio to the
+/// fastest in that column.
+pub fn render(r: &BenchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} live boxes per runtime; medians of {} samples (recovery: {}), one run, round-robin",
+        r.boxes, r.samples.0, r.samples.1
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| runtime | version | create+start | state | list | recovery pass | recovery is |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---|");
+    let best =
+        |f: fn(&RuntimeFigures) -> Duration| r.runtimes.iter().map(f).min().unwrap_or_default();
+    let cell = |d: Duration, best: Duration| {
+        format!(
+            "{} ({:.1}×)",
+            human(d),
+            d.as_secs_f64() / best.as_secs_f64().max(f64::MIN_POSITIVE)
+        )
+    };
+    let (bc, bs, bl, br) = (
+        best(|f| f.create),
+        best(|f| f.state),
+        best(|f| f.list),
+        best(|f| f.recovery),
+    );
+    for f in &r.runtimes {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            f.name,
+            f.version.as_deref().unwrap_or("?"),
+            cell(f.create, bc),
+            cell(f.state, bs),
+            cell(f.list, bl),
+            cell(f.recovery, br),
+            f.recovery_how
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| (floor: `/bin/true` in a world) | | | {} | {} | | |",
+        human(r.floor),
+        human(r.floor)
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "(×) = ratio to the fastest runtime in that column. Times are wall time of the command run in its world, spawn and wait included."
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_ratios_to_the_fastest() {
+        let ms = Duration::from_millis;
+        let fig = |name: &str, s| RuntimeFigures {
+            name: name.into(),
+            version: Some("1".into()),
+            create: ms(10),
+            state: ms(s),
+            list: ms(s * 2),
+            recovery: ms(s * 3),
+            recovery_how: "recover".into(),
+        };
+        let r = BenchReport {
+            boxes: 10,
+            samples: (5, 3),
+            floor: ms(1),
+            runtimes: vec![fig("a", 2), fig("b", 6)],
+        };
+        let text = render(&r);
+        assert!(text.contains("| a | 1 | 10.00 ms (1.0×) | 2.00 ms (1.0×) | 4.00 ms (1.0×) | 6.00 ms (1.0×) | recover |"), "{text}");
+        assert!(text.contains("| b | 1 | 10.00 ms (1.0×) | 6.00 ms (3.0×) | 12.00 ms (3.0×) | 18.00 ms (3.0×) | recover |"), "{text}");
+    }
+}
