@@ -36,6 +36,10 @@ pub const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const GROUP_KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long `delete --force` waits for a killed shim to die.
 pub const KILL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many threads load boxes for `list`.
+pub const LIST_THREADS: usize = 4;
+/// `list` adds a thread only per this many boxes (a thread costs tens of µs).
+pub const LIST_BOXES_PER_THREAD: usize = 64;
 
 /// Why one box could not be loaded. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -524,12 +528,44 @@ impl Runtime {
 
     /// One pass over the root: every box's state; unreadable entries are
     /// named in `errors`, left in place, and do not stop the others.
+    ///
+    /// Boxes are loaded on up to [`LIST_THREADS`] threads when there are
+    /// many (each load is a handful of syscalls that wait on nothing else);
+    /// the report is in box-id order either way.
     pub fn list(&self) -> ListReport {
         let mut report = ListReport::default();
-        self.for_each_box(&mut report.errors, |id, errors| match self.load(&id) {
-            Ok(b) => report.boxes.push(b.view()),
-            Err(e) => errors.push(entry_error(self, &id, &e)),
-        });
+        let ids = self.box_ids(&mut report.errors);
+        let load = |id: &BoxId| {
+            self.load(id)
+                .map(|b| b.view())
+                .map_err(|e| entry_error(self, id, &e))
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(LIST_THREADS)
+            .min(ids.len() / LIST_BOXES_PER_THREAD)
+            .max(1);
+        let results: Vec<Result<BoxState, EntryError>> = if threads == 1 {
+            ids.iter().map(load).collect()
+        } else {
+            let chunk = ids.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = ids
+                    .chunks(chunk)
+                    .map(|part| s.spawn(move || part.iter().map(load).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
+        for r in results {
+            match r {
+                Ok(b) => report.boxes.push(b),
+                Err(e) => report.errors.push(e),
+            }
+        }
         report.boxes.sort_by(|a, b| a.id.cmp(&b.id));
         report
     }
@@ -539,6 +575,14 @@ impl Runtime {
         errors: &mut Vec<EntryError>,
         mut f: impl FnMut(BoxId, &mut Vec<EntryError>),
     ) {
+        for id in self.box_ids(errors) {
+            f(id, errors);
+        }
+    }
+
+    /// One pass over the root: the box ids, sorted; entries that are not
+    /// boxes are named in `errors`.
+    fn box_ids(&self, errors: &mut Vec<EntryError>) -> Vec<BoxId> {
         let entries = match std::fs::read_dir(self.layout.root()) {
             Ok(e) => e,
             Err(e) => {
@@ -547,7 +591,7 @@ impl Runtime {
                     path: self.layout.root().to_path_buf(),
                     error: e.to_string(),
                 });
-                return;
+                return Vec::new();
             }
         };
         let mut ids = Vec::new();
@@ -578,9 +622,7 @@ impl Runtime {
             }
         }
         ids.sort();
-        for id in ids {
-            f(id, errors);
-        }
+        ids
     }
 
     /// `refbox create`: box dir, `state.json`, then the shim, which records
@@ -1193,6 +1235,39 @@ fn entry_error(rt: &Runtime, id: &BoxId, e: &RuntimeError) -> EntryError {
 #[cfg(test)]
 mod tests {
     use super::is_own_temp;
+
+    #[test]
+    fn list_on_threads_keeps_order_and_errors() {
+        use crate::state::{BoxRecord, Phase, STATE_VERSION, format_state};
+        use crate::{BoxId, Runtime, Strategies, fswrite};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let rt = Runtime::open(&root, Strategies::default()).unwrap();
+        // Enough boxes for several threads; no shim.pid, so each is stopped.
+        let n = 3 * super::LIST_BOXES_PER_THREAD + 5;
+        for i in (0..n).rev() {
+            let id = BoxId::new(&format!("b{i:04}")).unwrap();
+            let bdir = root.join(id.as_str());
+            fswrite::create_private_dir(&bdir).unwrap();
+            let rec = BoxRecord {
+                version: STATE_VERSION,
+                id,
+                phase: Phase::Started,
+                argv: vec!["true".into()],
+                env: vec![],
+                created_unix_ms: 0,
+            };
+            fswrite::write_atomic(&bdir, crate::layout::STATE, &format_state(&rec)).unwrap();
+        }
+        // One unreadable box among them.
+        fswrite::create_private_dir(&root.join("b0100x")).unwrap();
+        let r = rt.list();
+        let ids: Vec<String> = r.boxes.iter().map(|b| b.id.clone()).collect();
+        let want: Vec<String> = (0..n).map(|i| format!("b{i:04}")).collect();
+        assert_eq!(ids, want);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert_eq!(r.errors[0].id.as_deref(), Some("b0100x"));
+    }
 
     #[test]
     fn own_temp_names() {
