@@ -6,8 +6,9 @@
 //! boxes created and started (progress on stderr). Then samples are taken
 //! round-robin across runtimes, so machine noise lands on all of them alike.
 //! Every figure is the wall time of one runtime command run in its world,
-//! including the harness's spawn-and-wait round trip; the `/bin/true` row
-//! measures that floor the same way.
+//! including the harness's spawn-and-wait round trip; the `floor` column is
+//! `/bin/true` run the same way in the same world, sampled in the same
+//! rounds (that round trip grows with the number of processes in a world).
 //!
 //! A recovery pass is the adapter's `recover` command when it declares one
 //! (the OCI adapters map it to `list`, the one command that classifies every
@@ -48,6 +49,8 @@ pub enum Op {
     List,
     /// A recovery pass.
     Recovery,
+    /// `/bin/true` in the same world: the harness's round trip.
+    Floor,
 }
 
 /// The figures of one runtime.
@@ -67,6 +70,8 @@ pub struct RuntimeFigures {
     pub recovery: Duration,
     /// How the recovery pass was made.
     pub recovery_how: String,
+    /// Median `/bin/true` in this runtime's world.
+    pub floor: Duration,
 }
 
 /// The result of `doppel bench`.
@@ -76,8 +81,6 @@ pub struct BenchReport {
     pub boxes: usize,
     /// Samples per figure (state/list, recovery).
     pub samples: (usize, usize),
-    /// The floor: `/bin/true` run in a world the same way.
-    pub floor: Duration,
     /// One entry per runtime, in the order given.
     pub runtimes: Vec<RuntimeFigures>,
 }
@@ -183,6 +186,11 @@ impl<'a> Bench<'a> {
                 self.check("recover", &run)?;
                 Ok(run.elapsed)
             }
+            Op::Floor => {
+                let run = self.scene.run_command(&["/bin/true"])?;
+                self.check("/bin/true", &run)?;
+                Ok(run.elapsed)
+            }
             Op::Recovery => {
                 let t = Instant::now();
                 let run = self.scene.op(Operation::List, None, &[])?;
@@ -215,19 +223,6 @@ impl<'a> Bench<'a> {
     }
 }
 
-/// `/bin/true` through the same world round trip, `samples` times.
-fn floor(samples: usize) -> Result<Duration, NotStaged> {
-    let mut w = crate::world::World::open()?;
-    let argv = vec!["/bin/true".to_string()];
-    let mut v = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let t = Instant::now();
-        w.exec(&argv, &[], &[], Duration::from_secs(10))?;
-        v.push(t.elapsed());
-    }
-    Ok(median(v))
-}
-
 /// Runs the bench over `subjects`; every runtime has its boxes live at once,
 /// and samples are taken round-robin.
 pub fn run(subjects: &[Subject], opts: &BenchOptions) -> Result<BenchReport, NotStaged> {
@@ -242,7 +237,7 @@ pub fn run(subjects: &[Subject], opts: &BenchOptions) -> Result<BenchReport, Not
         benches.push(Bench::open(s, opts.boxes.max(1))?);
     }
     let k = benches.len();
-    let mut times = vec![[Vec::new(), Vec::new(), Vec::new()]; k];
+    let mut times = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; k];
     eprintln!(
         "measuring: {} × state and list, {} recovery passes per runtime, round-robin",
         opts.samples, opts.recovery_samples
@@ -252,17 +247,17 @@ pub fn run(subjects: &[Subject], opts: &BenchOptions) -> Result<BenchReport, Not
             if round < opts.samples {
                 times[i][0].push(b.sample(Op::State)?);
                 times[i][1].push(b.sample(Op::List)?);
+                times[i][3].push(b.sample(Op::Floor)?);
             }
             if round < opts.recovery_samples {
                 times[i][2].push(b.sample(Op::Recovery)?);
             }
         }
     }
-    let floor = floor(opts.samples)?;
     let runtimes = benches
         .iter()
         .zip(times)
-        .map(|(b, [state, list, recovery])| RuntimeFigures {
+        .map(|(b, [state, list, recovery, floor])| RuntimeFigures {
             name: b.name().to_string(),
             version: b.subject.version(),
             create: median(b.create.clone()),
@@ -270,6 +265,7 @@ pub fn run(subjects: &[Subject], opts: &BenchOptions) -> Result<BenchReport, Not
             list: median(list),
             recovery: median(recovery),
             recovery_how: b.recovery_how(),
+            floor: median(floor),
         })
         .collect();
     eprintln!("deleting the boxes (delete --force) and closing the worlds…");
@@ -277,7 +273,6 @@ pub fn run(subjects: &[Subject], opts: &BenchOptions) -> Result<BenchReport, Not
     Ok(BenchReport {
         boxes: opts.boxes.max(1),
         samples: (opts.samples, opts.recovery_samples),
-        floor,
         runtimes,
     })
 }
@@ -294,9 +289,9 @@ pub fn render(r: &BenchReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| runtime | version | create+start | state | list | recovery pass | recovery is |"
+        "| runtime | version | create+start | state | list | recovery pass | recovery is | floor |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---|---:|");
     let best =
         |f: fn(&RuntimeFigures) -> Duration| r.runtimes.iter().map(f).min().unwrap_or_default();
     let cell = |d: Duration, best: Duration| {
@@ -315,26 +310,22 @@ pub fn render(r: &BenchReport) -> String {
     for f in &r.runtimes {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             f.name,
             f.version.as_deref().unwrap_or("?"),
             cell(f.create, bc),
             cell(f.state, bs),
             cell(f.list, bl),
             cell(f.recovery, br),
-            f.recovery_how
+            f.recovery_how,
+            human(f.floor)
         );
     }
-    let _ = writeln!(
-        out,
-        "| (floor: `/bin/true` in a world) | | | {} | {} | | |",
-        human(r.floor),
-        human(r.floor)
-    );
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "(×) = ratio to the fastest runtime in that column. Times are wall time of the command run in its world, spawn and wait included."
+        "(×) = ratio to the fastest runtime in that column. Times are wall time of the command run in its world, \
+         spawn and wait included; floor = `/bin/true` run the same way in that runtime's world."
     );
     out
 }
@@ -354,15 +345,15 @@ mod tests {
             list: ms(s * 2),
             recovery: ms(s * 3),
             recovery_how: "recover".into(),
+            floor: ms(1),
         };
         let r = BenchReport {
             boxes: 10,
             samples: (5, 3),
-            floor: ms(1),
             runtimes: vec![fig("a", 2), fig("b", 6)],
         };
         let text = render(&r);
-        assert!(text.contains("| a | 1 | 10.00 ms (1.0×) | 2.00 ms (1.0×) | 4.00 ms (1.0×) | 6.00 ms (1.0×) | recover |"), "{text}");
-        assert!(text.contains("| b | 1 | 10.00 ms (1.0×) | 6.00 ms (3.0×) | 12.00 ms (3.0×) | 18.00 ms (3.0×) | recover |"), "{text}");
+        assert!(text.contains("| a | 1 | 10.00 ms (1.0×) | 2.00 ms (1.0×) | 4.00 ms (1.0×) | 6.00 ms (1.0×) | recover | 1.00 ms |"), "{text}");
+        assert!(text.contains("| b | 1 | 10.00 ms (1.0×) | 6.00 ms (3.0×) | 12.00 ms (3.0×) | 18.00 ms (3.0×) | recover | 1.00 ms |"), "{text}");
     }
 }

@@ -215,6 +215,12 @@ impl<'a> Scene<'a> {
         self.transcript.clone()
     }
 
+    /// Runs any command in the scene's world, as runtime commands are run
+    /// (`doppel bench` measures the harness's round trip with `/bin/true`).
+    pub fn run_command(&mut self, argv: &[&str]) -> Result<Run, NotStaged> {
+        self.exec(argv.iter().map(|s| s.to_string()).collect(), &[])
+    }
+
     fn exec(&mut self, argv: Vec<String>, stdin: &[u8]) -> Result<Run, NotStaged> {
         self.exec_env(argv, &[], stdin)
     }
