@@ -535,31 +535,11 @@ impl Runtime {
     pub fn list(&self) -> ListReport {
         let mut report = ListReport::default();
         let ids = self.box_ids(&mut report.errors);
-        let load = |id: &BoxId| {
+        let results = map_boxes(&ids, |id| {
             self.load(id)
                 .map(|b| b.view())
                 .map_err(|e| entry_error(self, id, &e))
-        };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(LIST_THREADS)
-            .min(ids.len() / LIST_BOXES_PER_THREAD)
-            .max(1);
-        let results: Vec<Result<BoxState, EntryError>> = if threads == 1 {
-            ids.iter().map(load).collect()
-        } else {
-            let chunk = ids.len().div_ceil(threads);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = ids
-                    .chunks(chunk)
-                    .map(|part| s.spawn(move || part.iter().map(load).collect::<Vec<_>>()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            })
-        };
+        });
         for r in results {
             match r {
                 Ok(b) => report.boxes.push(b),
@@ -987,15 +967,20 @@ impl Runtime {
         remove_dir_or_report(&dir)
     }
 
-    /// `refbox recover`: classify every box in one pass.
+    /// `refbox recover`: classify every box in one pass (on several threads
+    /// when there are many, like [`Runtime::list`]; each box under its lock).
     pub fn recover(&self) -> RecoverReport {
         let mut report = RecoverReport::default();
-        self.for_each_box(&mut report.errors, |id, errors| {
-            match self.recover_one(&id) {
-                Ok(r) => report.boxes.push(r),
-                Err(e) => errors.push(entry_error(self, &id, &e)),
-            }
+        let ids = self.box_ids(&mut report.errors);
+        let results = map_boxes(&ids, |id| {
+            self.recover_one(id).map_err(|e| entry_error(self, id, &e))
         });
+        for r in results {
+            match r {
+                Ok(b) => report.boxes.push(b),
+                Err(e) => report.errors.push(e),
+            }
+        }
         report
     }
 
@@ -1095,6 +1080,32 @@ impl Runtime {
         }
         self.state(id)
     }
+}
+
+/// `f` over every id, in order, on up to [`LIST_THREADS`] threads (one per
+/// [`LIST_BOXES_PER_THREAD`] boxes): a box costs a handful of independent
+/// syscalls, so a large root is read in parallel.
+fn map_boxes<T: Send>(ids: &[BoxId], f: impl Fn(&BoxId) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(LIST_THREADS)
+        .min(ids.len() / LIST_BOXES_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return ids.iter().map(f).collect();
+    }
+    let chunk = ids.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
