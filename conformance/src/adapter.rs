@@ -228,6 +228,67 @@ struct RawAdapter {
     capabilities: Vec<Spanned<String>>,
     #[serde(default)]
     world: WorldSetup,
+    failpoints: Option<RawFailpoints>,
+    helper: Option<RawHelper>,
+}
+
+/// `[failpoints]`: named points where the runtime SIGKILLs itself when an
+/// environment variable names them (crash sweeps by failpoint).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFailpoints {
+    env: Spanned<String>,
+    #[serde(default)]
+    create: Vec<String>,
+    #[serde(default)]
+    start: Vec<String>,
+    #[serde(default)]
+    kill: Vec<String>,
+    #[serde(default)]
+    delete: Vec<String>,
+}
+
+/// `[helper]`: how to start the runtime's privileged helper and drive boxes
+/// through it (capability `helper`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHelper {
+    serve: Spanned<Vec<String>>,
+    serve_fallback: Option<Spanned<Vec<String>>>,
+    signal: Spanned<Vec<String>>,
+    run: Spanned<Vec<String>>,
+    delete_force: Spanned<Vec<String>>,
+}
+
+/// Named failpoints an adapter declares (`[failpoints]`), by operation.
+#[derive(Debug, Clone, Default)]
+pub struct Failpoints {
+    /// The environment variable that names the point to die at.
+    pub env: String,
+    /// Points `create` passes.
+    pub create: Vec<String>,
+    /// Points `start` passes.
+    pub start: Vec<String>,
+    /// Points `kill` passes.
+    pub kill: Vec<String>,
+    /// Points `delete --force` passes.
+    pub delete: Vec<String>,
+}
+
+/// The helper's commands (`[helper]`).
+#[derive(Debug, Clone)]
+pub struct HelperCommands {
+    /// Starts the helper with box cgroups under `{cgroup_root}`; it must
+    /// create `{helper_socket}` only once it accepts requests.
+    pub serve: Template,
+    /// Starts the helper without cgroups (its documented weaker fallback).
+    pub serve_fallback: Option<Template>,
+    /// Asks the helper to send `{signal}` to `{pid}` on behalf of box `{id}`.
+    pub signal: Template,
+    /// `run` through the helper.
+    pub run: Template,
+    /// `delete --force` through the helper.
+    pub delete_force: Template,
 }
 
 /// How the world a runtime runs in must be set up (`[world]`).
@@ -339,10 +400,16 @@ pub struct Vars<'a> {
     pub bindir: Option<&'a str>,
     /// `{payload...}`: the payload argv.
     pub payload: Option<&'a [String]>,
+    /// `{helper_socket}`: where the helper listens.
+    pub helper_socket: Option<&'a str>,
+    /// `{cgroup_root}`: a cgroup2 dir the world owns, for the helper's boxes.
+    pub cgroup_root: Option<&'a str>,
+    /// `{pid}`: a process ID (helper requests).
+    pub pid: Option<&'a str>,
 }
 
 /// Placeholders a template may use.
-const PLACEHOLDERS: [&str; 7] = [
+const PLACEHOLDERS: [&str; 10] = [
     "root",
     "id",
     "bundle",
@@ -350,6 +417,9 @@ const PLACEHOLDERS: [&str; 7] = [
     "secret_file",
     "bindir",
     "payload...",
+    "helper_socket",
+    "cgroup_root",
+    "pid",
 ];
 /// Placeholders a file path template may use.
 const PATH_PLACEHOLDERS: [&str; 2] = ["root", "id"];
@@ -409,6 +479,9 @@ pub fn expand_str(s: &str, vars: &Vars<'_>) -> Result<String, MissingVar> {
             "signal" => vars.signal,
             "secret_file" => vars.secret_file,
             "bindir" => vars.bindir,
+            "helper_socket" => vars.helper_socket,
+            "cgroup_root" => vars.cgroup_root,
+            "pid" => vars.pid,
             _ => None,
         };
         out.push_str(value.ok_or_else(|| MissingVar { name: name.into() })?);
@@ -540,6 +613,10 @@ pub struct Adapter {
     capabilities: Vec<RuntimeCapability>,
     /// How the world must be set up for this runtime.
     pub world: WorldSetup,
+    /// Named failpoints, if the runtime has them.
+    pub failpoints: Option<Failpoints>,
+    /// The helper's commands, if the runtime has one.
+    pub helper: Option<HelperCommands>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -857,7 +934,84 @@ impl Adapter {
             }
         }
 
+        let failpoints = match raw.failpoints {
+            Some(f) => {
+                let span = f.env.span();
+                let env = f.env.into_inner();
+                if env.is_empty() || env.contains('=') {
+                    return Err(cx.invalid(span, "failpoints.env", "must be a variable name"));
+                }
+                Some(Failpoints {
+                    env,
+                    create: f.create,
+                    start: f.start,
+                    kill: f.kill,
+                    delete: f.delete,
+                })
+            }
+            None => None,
+        };
+        let helper = match raw.helper {
+            Some(h) => {
+                let need = |key: &str, t: &Template, names: &[&str], span| match names
+                    .iter()
+                    .find(|n| !t.uses(n))
+                {
+                    Some(n) => Err(cx.invalid(span, key, format!("must use {{{n}}}"))),
+                    None => Ok(()),
+                };
+                let (s1, s2, s3, s4) = (
+                    h.serve.span(),
+                    h.signal.span(),
+                    h.run.span(),
+                    h.delete_force.span(),
+                );
+                let serve = cx.template("helper.serve", h.serve)?;
+                need(
+                    "helper.serve",
+                    &serve,
+                    &["helper_socket", "cgroup_root"],
+                    s1,
+                )?;
+                let serve_fallback = match h.serve_fallback {
+                    Some(t) => {
+                        let span = t.span();
+                        let t = cx.template("helper.serve_fallback", t)?;
+                        need("helper.serve_fallback", &t, &["helper_socket"], span)?;
+                        Some(t)
+                    }
+                    None => None,
+                };
+                let signal = cx.template("helper.signal", h.signal)?;
+                need(
+                    "helper.signal",
+                    &signal,
+                    &["helper_socket", "id", "pid", "signal"],
+                    s2,
+                )?;
+                let run = cx.template("helper.run", h.run)?;
+                need("helper.run", &run, &["helper_socket", "id"], s3)?;
+                let delete_force = cx.template("helper.delete_force", h.delete_force)?;
+                need(
+                    "helper.delete_force",
+                    &delete_force,
+                    &["helper_socket", "id"],
+                    s4,
+                )?;
+                Some(HelperCommands {
+                    serve,
+                    serve_fallback,
+                    signal,
+                    run,
+                    delete_force,
+                })
+            }
+            None => None,
+        };
+
         Ok(Adapter {
+            failpoints,
+            helper,
             source: path.display().to_string(),
             name,
             version,

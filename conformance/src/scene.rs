@@ -279,8 +279,141 @@ impl<'a> Scene<'a> {
             secret_file,
             bindir: self.bindir.as_deref(),
             payload: Some(&payload),
+            ..Vars::default()
         };
         t.expand(&vars).map_err(NotStaged::from)
+    }
+
+    /// The adapter driving this scene.
+    pub fn adapter(&self) -> &'a Adapter {
+        self.adapter
+    }
+
+    /// Expands any template of the adapter (e.g. `[helper]` ones) with this
+    /// scene's `{root}` and `{bindir}` plus `extra` (its `root`/`bindir` are
+    /// ignored).
+    pub fn expand_template(
+        &self,
+        t: &crate::adapter::Template,
+        extra: &Vars<'_>,
+    ) -> Result<Vec<String>, NotStaged> {
+        let vars = Vars {
+            root: Some(&self.root),
+            bindir: self.bindir.as_deref(),
+            ..extra.clone()
+        };
+        t.expand(&vars).map_err(NotStaged::from)
+    }
+
+    /// Runs an expanded argv in the world (deadline [`command_deadline`]),
+    /// with extra environment variables; recorded in the transcript.
+    pub fn exec_argv(
+        &mut self,
+        argv: Vec<String>,
+        env: &[(String, String)],
+    ) -> Result<Run, NotStaged> {
+        self.exec_env(argv, env, &[])
+    }
+
+    /// Runs one adapter operation with extra environment variables (e.g. a
+    /// failpoint). `signal` is used by `kill`.
+    pub fn op_env(
+        &mut self,
+        op: Operation,
+        id: &str,
+        payload: &[&str],
+        signal: Option<&str>,
+        env: &[(String, String)],
+    ) -> Result<Run, NotStaged> {
+        let root = self.root.clone();
+        let argv = self.expand(op, &root, Some(id), payload, signal, None)?;
+        self.exec_env(argv, env, &[])
+    }
+
+    /// Runs one adapter operation under the crash wrapper (this executable,
+    /// re-run in the world), which SIGKILLs it `delay_us` µs after its exec
+    /// (µs resolution; the harness's own crash timer counts milliseconds).
+    /// `None` delay: not killed, only timed.
+    pub fn op_crash(
+        &mut self,
+        op: Operation,
+        id: &str,
+        payload: &[&str],
+        signal: Option<&str>,
+        delay_us: Option<u64>,
+    ) -> Result<(Run, crate::world::CrashEnd), NotStaged> {
+        let root = self.root.clone();
+        let argv = self.expand(op, &root, Some(id), payload, signal, None)?;
+        let exe = std::env::current_exe()
+            .map_err(|e| NotStaged(format!("cannot find this executable: {e}")))?;
+        self.probes += 1;
+        let out = self.outside_path(&format!("crash{}", self.probes));
+        let wrapped: Vec<String> = std::iter::once(exe.display().to_string())
+            .chain(argv.iter().cloned())
+            .collect();
+        let env = [
+            (crate::world::CRASH_OUT_ENV.to_string(), out.clone()),
+            (
+                crate::world::CRASH_AFTER_ENV.to_string(),
+                delay_us.map_or("never".to_string(), |d| d.to_string()),
+            ),
+        ];
+        let start = Instant::now();
+        let e = self.world.exec(&wrapped, &env, &[], command_deadline())?;
+        let text = self.read(&out).unwrap_or_default();
+        let end =
+            crate::world::CrashEnd::parse(&String::from_utf8_lossy(&text)).ok_or_else(|| {
+                NotStaged(format!(
+                    "the crash wrapper left no report (exit {:?}, stderr {:?})",
+                    e.code,
+                    String::from_utf8_lossy(&e.stderr)
+                ))
+            })?;
+        let run = Run {
+            argv,
+            code: end.code,
+            signal: end.signal,
+            stdout: String::from_utf8_lossy(&e.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&e.stderr).into_owned(),
+            timed_out: e.timed_out,
+            elapsed: start.elapsed(),
+        };
+        self.transcript.push(format!(
+            "ran {} (crash at {} µs: {})",
+            run.summary(),
+            delay_us.map_or("never".to_string(), |d| d.to_string()),
+            if end.killed {
+                "killed"
+            } else {
+                "finished first"
+            }
+        ));
+        Ok((run, end))
+    }
+
+    /// Starts a long-lived process in the world and returns its PID (it
+    /// ends with the world).
+    pub fn spawn_background(&mut self, argv: &[String]) -> Result<i32, NotStaged> {
+        let pid = self.world.spawn(argv)?;
+        self.transcript
+            .push(format!("started `{}` as pid {pid}", argv.join(" ")));
+        Ok(pid)
+    }
+
+    /// Forgets transcript lines beyond the first `keep` (long sweeps keep
+    /// only what their evidence needs).
+    pub fn truncate_transcript(&mut self, keep: usize) {
+        self.transcript.truncate(keep);
+    }
+
+    /// The number of transcript lines so far.
+    pub fn transcript_len(&self) -> usize {
+        self.transcript.len()
+    }
+
+    /// Host path of a world path (for polling files the runtime creates).
+    pub fn host_path_of(&self, world_path: &str) -> PathBuf {
+        self.host(world_path)
     }
 
     /// Runs one adapter operation. `payload` is used by create/run.

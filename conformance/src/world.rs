@@ -534,6 +534,15 @@ impl World {
         Ok(())
     }
 
+    /// Starts a long-lived process (own session) and returns its world PID.
+    pub fn spawn(&mut self, argv: &[String]) -> Result<i32, WorldError> {
+        let (first, rest) = argv.split_first().ok_or(WorldError::EmptyArgv)?;
+        let cmd = WorldCommand::new(first.clone())
+            .args(rest.iter().cloned())
+            .setsid(true);
+        Ok(self.inner.spawn(&cmd)?.pid.get())
+    }
+
     /// Census; `secret` marks processes whose argv or environ hold it.
     pub fn census(&mut self, secret: Option<&str>) -> Result<Census, WorldError> {
         let c = self.inner.census()?;
@@ -576,7 +585,112 @@ pub fn dispatch_hidden_modes() {
     if let Some(out) = std::env::var_os(RUSAGE_OUT_ENV) {
         rusage_main(PathBuf::from(out));
     }
+    if let Some(out) = std::env::var_os(CRASH_OUT_ENV) {
+        crash_main(PathBuf::from(out));
+    }
     doppel_harness::init::dispatch();
+}
+
+/// Environment variable that turns this binary into the crash wrapper: it
+/// runs argv\[1..\], SIGKILLs it [`CRASH_AFTER_ENV`] µs after its exec, and
+/// writes how it ended to the named file.
+pub const CRASH_OUT_ENV: &str = "DOPPEL_CRASH_OUT";
+/// The crash wrapper's delay in µs (`never`: only time the command).
+pub const CRASH_AFTER_ENV: &str = "DOPPEL_CRASH_AFTER_US";
+
+/// How a command run under the crash wrapper ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashEnd {
+    /// The wrapper's SIGKILL ended it (it was still running at the delay).
+    pub killed: bool,
+    /// µs from exec to its end.
+    pub elapsed_us: u64,
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal, when it was killed (by the wrapper or itself).
+    pub signal: Option<i32>,
+}
+
+impl CrashEnd {
+    /// Parses the wrapper's file: `killed|finished elapsed_us code|- signal|-`.
+    pub fn parse(text: &str) -> Option<CrashEnd> {
+        let mut it = text.split_whitespace();
+        let killed = match it.next()? {
+            "killed" => true,
+            "finished" => false,
+            _ => return None,
+        };
+        Some(CrashEnd {
+            killed,
+            elapsed_us: it.next()?.parse().ok()?,
+            code: it.next()?.parse().ok(),
+            signal: it.next()?.parse().ok(),
+        })
+    }
+}
+
+/// The crash wrapper (see [`CRASH_OUT_ENV`]). The command is our own
+/// unreaped child, so its pid cannot be reused before we wait: the SIGKILL
+/// can only reach it. Its children are not ours: when it dies they are
+/// reparented to the world's init, as they would be after any crash.
+fn crash_main(out: PathBuf) -> ! {
+    use std::os::unix::process::ExitStatusExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let Some((prog, rest)) = args.split_first() else {
+        std::process::exit(2);
+    };
+    let delay = std::env::var(CRASH_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_micros);
+    let start = std::time::Instant::now();
+    let child = std::process::Command::new(prog)
+        .args(rest)
+        .env_remove(CRASH_OUT_ENV)
+        .env_remove(CRASH_AFTER_ENV)
+        .spawn();
+    let Ok(mut child) = child else {
+        std::process::exit(127);
+    };
+    let mut killed = false;
+    if let Some(delay) = delay {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let deadline = start + delay;
+        // Poll for an early end until the deadline, then kill.
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                killed = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok();
+                break;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_micros(200)));
+        }
+    }
+    let status = child.wait();
+    let elapsed = start.elapsed().as_micros();
+    let Ok(status) = status else {
+        std::process::exit(1);
+    };
+    // It may have exited on its own just before our signal landed.
+    let killed = killed && status.signal() == Some(libc_sigkill());
+    let fmt = |v: Option<i32>| v.map_or("-".to_string(), |v| v.to_string());
+    let _ = std::fs::write(
+        &out,
+        format!(
+            "{} {elapsed} {} {}\n",
+            if killed { "killed" } else { "finished" },
+            fmt(status.code()),
+            fmt(status.signal())
+        ),
+    );
+    std::process::exit(0);
+}
+
+fn libc_sigkill() -> i32 {
+    nix::sys::signal::Signal::SIGKILL as i32
 }
 
 /// Environment variable that turns this binary into a wrapper measuring the

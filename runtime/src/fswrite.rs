@@ -114,11 +114,19 @@ fn replace(dir: &Path, name: &str, previous: Option<&str>, data: &[u8]) -> Resul
         )
         .map_err(io_err(&tmp, "create"))?;
         let mut f = File::from(fd);
-        f.write_all(data).map_err(|e| WriteError::Io {
-            path: tmp.clone(),
-            op: "write",
-            source: e,
-        })?;
+        // Two writes, so a crash test can stop a writer halfway through a
+        // record's bytes: here only the invisible temp file is half-written.
+        let (head, tail) = data.split_at(data.len() / 2);
+        for (i, part) in [head, tail].into_iter().enumerate() {
+            if i == 1 {
+                crate::failpoint::hit("write:mid-data");
+            }
+            f.write_all(part).map_err(|e| WriteError::Io {
+                path: tmp.clone(),
+                op: "write",
+                source: e,
+            })?;
+        }
         f.sync_all().map_err(|e| WriteError::Io {
             path: tmp.clone(),
             op: "fsync",

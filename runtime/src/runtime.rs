@@ -849,6 +849,7 @@ impl Runtime {
     /// itself if it lingers). Not running: nothing is signalled.
     pub fn kill(&self, id: &BoxId, sig: i32) -> Result<KillOutcome, RuntimeError> {
         let b = self.load(id)?;
+        crate::failpoint::hit("kill:after-verify");
         match &b.identity {
             ProcessIdentity::Verified(p) if sig == libc::SIGKILL => {
                 self.kill_verified(id, p)?;
@@ -913,6 +914,7 @@ impl Runtime {
             return send(libc::SIGKILL); // a fixture strategy without a pidfd
         };
         send(crate::sys::group_kill_signal())?;
+        crate::failpoint::hit("kill:after-group-kill");
         if identity::wait_pidfd(fd, GROUP_KILL_GRACE) {
             return Ok(());
         }
@@ -993,6 +995,7 @@ impl Runtime {
             ProcessIdentity::Legacy { reason, .. } => (RecoverAction::KeptUnknown, reason.clone()),
             ProcessIdentity::Absent { reason, .. } if b.record.phase != Phase::Stopped => {
                 b.record.phase = Phase::Stopped;
+                crate::failpoint::hit("recover:before-write");
                 self.write_state(&b.record)?;
                 (RecoverAction::MarkedStopped, reason.to_string())
             }

@@ -7,6 +7,7 @@ use crate::adapter::{Operation as Op, RuntimeCapability as Cap, Status};
 use crate::catalog::{Case, Level, MachineNeed as M, NotStaged, Outcome, Verdict};
 use crate::scene::{Impostor, ImpostorKind, Run, Scene};
 
+mod crash;
 mod files;
 mod identity;
 mod ids;
@@ -260,6 +261,17 @@ pub static ALL: &[Case] = &[
         caps: &[Cap::Daemon],
         caught_by: &[],
         run: later::not_in_this_suite,
+    },
+    Case {
+        id: "crash::runtime_killed_mid_op",
+        level: Level::Must,
+        scene: "runtime CLI SIGKILLed at 50 swept delays per operation (create, start, kill, delete --force), and at each failpoint the adapter declares",
+        holds: "after each crash: no orphan process, every record readable (old or new, never half-written), state says something true, delete --force cleans up",
+        machine: &[M::World],
+        ops: &[Op::Create, Op::Start, Op::State, Op::Kill, Op::DeleteForce],
+        caps: &[],
+        caught_by: &["in-place-writes"],
+        run: crash::runtime_killed_mid_op,
     },
     Case {
         id: "crash::helper_killed",
