@@ -70,15 +70,23 @@ fn bench_spawn_at(c: &mut Criterion) {
     world.close().expect("world closes");
 }
 
-/// A freshly recycled PID: a victim is started and reaped, its PID is free.
+/// A freshly recycled PID: a victim is started the ordinary way and reaped,
+/// so its PID is free and the kernel's PID counter sits just past it, as after
+/// a real death. The slow way then has to go once round the whole PID space.
 ///
-/// The victim sits at PID 5000 (above the 300 the kernel restarts at after a
-/// wrap), so the slow way must go once round the whole PID space to reach it
-/// again, as a real reuse would.
+/// A new world's counter starts at 1 and a wrap restarts it at 300, so a
+/// victim below 300 could never be reached again: the counter is first moved
+/// past that (by wraparound itself; `spawn_at` would not move the counter).
 fn recycled_pid(world: &World) -> Pid {
-    let victim = world
-        .spawn_at(Pid::new(5000).expect("valid pid"), &quick_exit())
-        .expect("victim");
+    let mut victim = world.spawn(&quick_exit()).expect("victim");
+    if victim.pid.get() < 1000 {
+        reap(world, victim.pid);
+        let w = world
+            .place_by_wraparound(Pid::new(1000).expect("valid pid"), &quick_exit(), None)
+            .expect("advance the PID counter");
+        reap(world, w.spawned.pid);
+        victim = world.spawn(&quick_exit()).expect("victim");
+    }
     reap(world, victim.pid);
     victim.pid
 }
