@@ -179,18 +179,42 @@ fn read_checked(path: &Path, cap: u64, owner_uid: Option<u32>) -> Result<Vec<u8>
             cap,
         });
     }
-    read_limited(file, path, cap)
+    read_limited(file, path, cap, size)
 }
 
-fn read_limited(file: File, path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
-    let mut buf = Vec::new();
-    let n = file
-        .take(cap + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| ReadError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+/// Reads at most `cap` bytes, usually in one `read`: fstat said `size`
+/// (≤ cap), and asking for one byte more shows whether the file grew since;
+/// only then is it read on, through `take(cap + 1)`.
+fn read_limited(mut file: File, path: &Path, cap: u64, size: u64) -> Result<Vec<u8>, ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let want = size.min(cap) as usize + 1;
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if got as u64 == size {
+                    break; // all fstat announced: a regular file is at EOF
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    buf.truncate(got);
+    if got == want {
+        // Grew after the fstat (or a size-0 special file): read on, capped.
+        (&mut file)
+            .take(cap + 1 - got as u64)
+            .read_to_end(&mut buf)
+            .map_err(io)?;
+    }
+    let n = buf.len();
     BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
     if n as u64 > cap {
         return Err(ReadError::GrewPastCap {
@@ -222,6 +246,28 @@ mod tests {
 
     fn uid() -> u32 {
         rustix::process::getuid().as_raw()
+    }
+
+    #[test]
+    fn a_file_larger_than_its_fstat_size_is_read_on_to_the_cap() {
+        // procfs files say size 0 and have content: the one-read fast path
+        // must notice and read on, still capped.
+        let whole = read_user_input(Path::new("/proc/self/stat"), 4096).unwrap();
+        assert!(whole.len() > 20 && whole.ends_with(b"\n"), "{whole:?}");
+        assert!(matches!(
+            read_user_input(Path::new("/proc/self/stat"), 10),
+            Err(ReadError::GrewPastCap { cap: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn exact_and_empty_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(read_capped(&p, 16, uid()).unwrap(), b"");
+        std::fs::write(&p, b"0123456789abcdef").unwrap();
+        assert_eq!(read_capped(&p, 16, uid()).unwrap(), b"0123456789abcdef");
     }
 
     #[test]

@@ -468,12 +468,7 @@ impl Runtime {
             id: id.clone(),
             source,
         };
-        match rustix::fs::lstat(&dir) {
-            Err(rustix::io::Errno::NOENT) => {
-                return Err(RuntimeError::NoSuchBox { id: id.clone() });
-            }
-            _ => fswrite::check_private_dir(&dir, self.uid).map_err(|e| wrap(e.into()))?,
-        }
+        self.check_box_dir(id, &dir)?;
         let state_path = dir.join(layout::STATE);
         let bytes = match (self.strategies.read_file)(&state_path, fsread::STATE_CAP, self.uid) {
             Ok(b) => b,
@@ -669,17 +664,22 @@ impl Runtime {
     /// Locks an existing box dir; checks it first (a symlink or foreign dir is
     /// reported like any unreadable box, a missing one as no such box).
     fn lock_existing(&self, id: &BoxId) -> Result<fswrite::DirLock, RuntimeError> {
-        let dir = self.layout.box_dir(id);
-        match rustix::fs::lstat(&dir) {
-            Err(rustix::io::Errno::NOENT) => {
-                return Err(RuntimeError::NoSuchBox { id: id.clone() });
+        self.check_box_dir(id, &self.layout.box_dir(id))?;
+        self.lock(id)
+    }
+
+    /// A box dir must be a private dir of ours (one lstat); missing → no such box.
+    fn check_box_dir(&self, id: &BoxId, dir: &Path) -> Result<(), RuntimeError> {
+        match fswrite::check_private_dir(dir, self.uid) {
+            Ok(()) => Ok(()),
+            Err(WriteError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(RuntimeError::NoSuchBox { id: id.clone() })
             }
-            _ => fswrite::check_private_dir(&dir, self.uid).map_err(|e| RuntimeError::Box {
+            Err(e) => Err(RuntimeError::Box {
                 id: id.clone(),
                 source: e.into(),
-            })?,
+            }),
         }
-        self.lock(id)
     }
 
     fn write_state(&self, record: &BoxRecord) -> Result<(), RuntimeError> {
