@@ -18,6 +18,8 @@
 //! - [`cli`]: the `doppel` command line, shared by the binary and the
 //!   `suite` test target.
 //! - [`locate`]: finds refbox's binaries, the default subject.
+//! - [`cgroup`]: a test-owned cgroup2 dir per scene (for helpers' box
+//!   cgroups), killed and removed when the scene ends.
 //! - [`oci`]: payload mode `oci-bundle`: a bundle per box (built by
 //!   doppel-fixtures) and the host cgroups real OCI runtimes leave.
 
@@ -25,6 +27,7 @@ pub mod adapter;
 pub mod bench;
 pub mod cases;
 pub mod catalog;
+pub mod cgroup;
 pub mod cli;
 pub mod locate;
 pub mod oci;

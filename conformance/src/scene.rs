@@ -171,6 +171,8 @@ pub struct Scene<'a> {
     world: World,
     /// After `world`: dropped once the world (and every process) is gone.
     bundles: crate::oci::Bundles,
+    /// After `world`: a cgroup2 dir for the helper's boxes, made on demand.
+    cgroup: Option<crate::cgroup::CgroupDir>,
     transcript: Vec<String>,
     secret: Option<String>,
     probes: usize,
@@ -198,6 +200,26 @@ impl<'a> Scene<'a> {
             root,
             world,
             bundles: crate::oci::Bundles::default(),
+            cgroup: None,
+            transcript: Vec::new(),
+            secret: None,
+            probes: 0,
+            staging: None,
+        })
+    }
+
+    /// Another scene for the same runtime in a fresh world of its own, so a
+    /// long case can work on several worlds at once (one per thread).
+    pub fn sibling(&self) -> Result<Scene<'a>, NotStaged> {
+        let world = World::open_with(self.adapter.world)?;
+        let root = format!("{}/root", world.dir().trim_end_matches('/'));
+        Ok(Scene {
+            adapter: self.adapter,
+            bindir: self.bindir.clone(),
+            root,
+            world,
+            bundles: crate::oci::Bundles::default(),
+            cgroup: None,
             transcript: Vec::new(),
             secret: None,
             probes: 0,
@@ -282,6 +304,33 @@ impl<'a> Scene<'a> {
             ..Vars::default()
         };
         t.expand(&vars).map_err(NotStaged::from)
+    }
+
+    /// A cgroup2 dir this scene owns (created on first use; killed and
+    /// removed when the scene ends), or why there is none.
+    pub fn cgroup_root(&mut self) -> Result<String, String> {
+        if std::env::var_os(crate::cgroup::NO_CGROUP_ENV).is_some() {
+            return Err(format!(
+                "cgroups disabled by {}",
+                crate::cgroup::NO_CGROUP_ENV
+            ));
+        }
+        if self.cgroup.is_none() {
+            self.cgroup = Some(crate::cgroup::CgroupDir::create()?);
+        }
+        Ok(self
+            .cgroup
+            .as_ref()
+            .map(|c| c.path().display().to_string())
+            .unwrap_or_default())
+    }
+
+    /// An impostor of `kind` at a PID of the kernel's choosing.
+    pub fn impostor_anywhere(&mut self, kind: ImpostorKind) -> Result<Impostor, NotStaged> {
+        let imp = self.world.impostor(None, &kind)?;
+        self.transcript
+            .push(format!("placed {kind:?} impostor at pid {}", imp.pid));
+        Ok(imp)
     }
 
     /// The adapter driving this scene.

@@ -56,6 +56,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", hide = true)]
     pub shim: Option<PathBuf>,
 
+    /// Act through the refbox-helper listening on this socket: box cgroups
+    /// come from it, and every signal is sent by it. Without it refbox acts
+    /// itself.
+    #[arg(long, global = true, value_name = "SOCKET")]
+    pub helper: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -200,6 +206,9 @@ fn execute(cli: Cli, strategies: Strategies) -> Result<u8, RuntimeError> {
         .or_else(|| std::env::var_os("REFBOX_SHIM").map(PathBuf::from))
     {
         rt.set_shim_path(shim);
+    }
+    if let Some(sock) = cli.helper {
+        rt.set_helper(sock);
     }
     // Buffered: stdout is line-buffered, and `list --format json` of 1000
     // boxes was ~14 000 write calls. Flushed when `out` drops, on return.

@@ -37,6 +37,7 @@ pub mod exitfile;
 pub mod failpoint;
 pub mod fsread;
 pub mod fswrite;
+pub mod helper;
 pub mod identity;
 pub mod ids;
 pub mod layout;

@@ -246,6 +246,26 @@ pub enum RuntimeError {
         #[source]
         source: ReadError,
     },
+    /// The helper refused or could not be reached.
+    #[error("box {id}: helper")]
+    Helper {
+        /// The id.
+        id: BoxId,
+        /// Why.
+        #[source]
+        source: crate::helper::ClientError,
+    },
+    /// The box's cgroup (from the helper) cannot be joined.
+    #[error("box {id}: cannot join cgroup {path}")]
+    Cgroup {
+        /// The id.
+        id: BoxId,
+        /// Its `cgroup.procs`.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The box dir holds files refbox did not create: left in place.
     #[error("{path}: holds entries refbox did not create ({entries}); left in place")]
     Foreign {
@@ -343,6 +363,7 @@ pub struct Runtime {
     shim_path: PathBuf,
     host: OnceLock<HostFacts>,
     reaper: OnceLock<Reaper>,
+    helper: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -396,12 +417,35 @@ impl Runtime {
             shim_path: default_shim_path(),
             host: OnceLock::new(),
             reaper: OnceLock::new(),
+            helper: None,
         })
     }
 
     /// Uses another shim executable.
     pub fn set_shim_path(&mut self, path: PathBuf) {
         self.shim_path = path;
+    }
+
+    /// Acts through the refbox-helper listening at `socket`: box cgroups
+    /// are prepared by it, and every signal goes through it.
+    pub fn set_helper(&mut self, socket: PathBuf) {
+        self.helper = Some(socket);
+    }
+
+    fn ask_helper(
+        &self,
+        id: &BoxId,
+        req: &crate::helper::Request,
+    ) -> Result<Option<crate::helper::Response>, RuntimeError> {
+        let Some(sock) = &self.helper else {
+            return Ok(None);
+        };
+        crate::helper::request(sock, req)
+            .map(Some)
+            .map_err(|source| RuntimeError::Helper {
+                id: id.clone(),
+                source,
+            })
     }
 
     /// The strategies in use.
@@ -741,7 +785,31 @@ impl Runtime {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
-        crate::sys::install_identity_hook(&mut cmd, writer);
+        let prepared =
+            self.ask_helper(id, &crate::helper::Request::Prepare { id: id.to_string() })?;
+        let cgroup_procs = match prepared.and_then(|r| r.cgroup) {
+            Some(cg) => {
+                let path = cg.join("cgroup.procs");
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|source| RuntimeError::Cgroup {
+                        id: id.clone(),
+                        path,
+                        source,
+                    })?;
+                Some(f)
+            }
+            None => None,
+        };
+        {
+            use std::os::fd::AsRawFd;
+            crate::sys::install_identity_hook(
+                &mut cmd,
+                writer,
+                cgroup_procs.as_ref().map(|f| f.as_raw_fd()),
+            );
+        }
         let mut child = cmd.spawn().map_err(|source| RuntimeError::ShimSpawn {
             path: self.shim_path.clone(),
             source,
@@ -855,6 +923,19 @@ impl Runtime {
                 self.kill_verified(id, p)?;
                 Ok(KillOutcome::Signalled { pid: p.pid })
             }
+            ProcessIdentity::Verified(p) if self.helper.is_some() => {
+                let signal = crate::signal::AllowedSignal::from_number(sig)
+                    .map_or_else(|| sig.to_string(), |s| s.name().to_string());
+                self.ask_helper(
+                    id,
+                    &crate::helper::Request::Signal {
+                        id: id.to_string(),
+                        pid: i64::from(p.pid.get()),
+                        signal,
+                    },
+                )?;
+                Ok(KillOutcome::Signalled { pid: p.pid })
+            }
             ProcessIdentity::Verified(p) => {
                 (self.strategies.send_signal)(p, sig).map_err(|source| RuntimeError::Signal {
                     id: id.clone(),
@@ -876,7 +957,10 @@ impl Runtime {
         let _lock = self.lock_existing(id)?;
         let b = match self.load(id) {
             Ok(b) => b,
-            Err(e) if self.is_half_created(id, &e) => return self.remove_box_files(id),
+            Err(e) if self.is_half_created(id, &e) => {
+                self.remove_box_files(id)?;
+                return self.release_cgroup(id);
+            }
             Err(e) => return Err(e),
         };
         match &b.identity {
@@ -895,7 +979,14 @@ impl Runtime {
             }
             ProcessIdentity::Absent { .. } => {}
         }
-        self.remove_box_files(id)
+        self.remove_box_files(id)?;
+        self.release_cgroup(id)
+    }
+
+    /// With a helper: kill what is left in the box's cgroup and remove it.
+    fn release_cgroup(&self, id: &BoxId) -> Result<(), RuntimeError> {
+        self.ask_helper(id, &crate::helper::Request::Remove { id: id.to_string() })
+            .map(drop)
     }
 
     /// Kills a verified box: first asks its shim to SIGKILL the payload's
@@ -910,6 +1001,26 @@ impl Runtime {
                 source,
             })
         };
+        if self.helper.is_some() {
+            // The helper kills the whole cgroup (or, without cgroups, the
+            // verified shim; PDEATHSIG takes the payload).
+            self.ask_helper(
+                id,
+                &crate::helper::Request::KillBox {
+                    id: id.to_string(),
+                    pid: i64::from(p.pid.get()),
+                },
+            )?;
+            return match &p.pidfd {
+                Some(fd) if !identity::wait_pidfd(fd, KILL_WAIT_TIMEOUT) => {
+                    Err(RuntimeError::StillAlive {
+                        id: id.clone(),
+                        pid: p.pid,
+                    })
+                }
+                _ => Ok(()),
+            };
+        }
         let Some(fd) = &p.pidfd else {
             return send(libc::SIGKILL); // a fixture strategy without a pidfd
         };

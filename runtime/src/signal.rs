@@ -41,6 +41,11 @@ impl AllowedSignal {
         number: libc::SIGKILL,
     };
 
+    /// The signal's name without `SIG` (e.g. `TERM`).
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
     /// The signal number.
     pub fn number(self) -> i32 {
         self.number

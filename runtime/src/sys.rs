@@ -66,18 +66,37 @@ pub fn group_kill_signal() -> i32 {
     libc::SIGRTMIN() + 5
 }
 
+/// Sets the process umask; returns the previous one. For the helper's
+/// socket, whose mode only the umask at `bind` time decides.
+pub fn set_umask(mode: u32) -> u32 {
+    rustix::process::umask(Mode::from_raw_mode(mode)).bits()
+}
+
 /// Runs `writer` in the child between fork and exec: the shim records its
 /// own identity before it becomes `refbox-shim`, and leaves the caller's
-/// session (setsid) so the box outlives a terminal.
-pub fn install_identity_hook(cmd: &mut Command, writer: ChildRecordWriter) {
+/// session (setsid) so the box outlives a terminal. With `cgroup_procs` (an
+/// open `cgroup.procs` of the box's cgroup, kept open by the caller until
+/// the spawn returns) the child first moves itself into that cgroup, so the
+/// shim and its payload are in it from their first instruction.
+pub fn install_identity_hook(
+    cmd: &mut Command,
+    writer: ChildRecordWriter,
+    cgroup_procs: Option<std::os::fd::RawFd>,
+) {
     // SAFETY: `pre_exec` closures run in the forked child of a possibly
     // multi-threaded parent, so they must be async-signal-safe. This one
-    // calls setsid and `ChildRecordWriter::write_in_child`, which only makes
-    // raw syscalls through rustix (getpid, pidfd_open, fstat, open, read,
-    // write, fsync, renameat, close), formats into stack buffers, takes no
-    // locks and does not allocate; its paths were allocated by the parent.
+    // calls setsid, write(2) of a static "0" to an fd the parent opened, and
+    // `ChildRecordWriter::write_in_child`, which only makes raw syscalls
+    // through rustix (getpid, pidfd_open, fstat, open, read, write, fsync,
+    // renameat, close), formats into stack buffers, takes no locks and does
+    // not allocate; its paths were allocated by the parent. The borrowed fd
+    // is valid: the parent keeps it open until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = cgroup_procs {
+                let fd = BorrowedFd::borrow_raw(fd);
+                rustix::io::write(fd, b"0").map_err(io::Error::from)?;
+            }
             rustix::process::setsid().map_err(io::Error::from)?;
             writer.write_in_child()
         });

@@ -80,64 +80,32 @@ struct Tally {
 }
 
 pub(crate) fn runtime_killed_mid_op(s: &mut Scene<'_>) -> Verdict {
+    // One world per operation, swept in parallel: each sweep is a few
+    // hundred runtime invocations that wait on nothing but the CPU.
+    let mut scenes = vec![];
+    for _ in 1..SweptOp::ALL.len() {
+        scenes.push(s.sibling()?);
+    }
+    let results: Vec<Result<Sweep, NotStaged>> = std::thread::scope(|scope| {
+        let each: Vec<&mut Scene<'_>> = std::iter::once(&mut *s).chain(scenes.iter_mut()).collect();
+        let handles: Vec<_> = each
+            .into_iter()
+            .zip(SweptOp::ALL)
+            .map(|(scene, op)| scope.spawn(move || sweep(scene, op)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
     let mut problems = Vec::new();
     let mut tallies = Vec::new();
-    let mut n = 0usize;
-    for op in SweptOp::ALL {
-        let mut t = Tally::default();
-        // Calibrate: how long the uninterrupted operation takes here.
-        n += 1;
-        let id = format!("cal{n}");
-        setup(s, op, &id)?;
-        let (run, end) = crash(s, op, &id, None)?;
-        if !run.success() {
-            return Err(NotStaged(format!(
-                "uninterrupted {op} failed: {}",
-                run.summary()
-            )));
-        }
-        cleanup(s, &id)?;
-        let span = end.elapsed_us.max(1) * 6 / 5;
-        let mut points: Vec<At> = (0..DELAYS_PER_OP)
-            .map(|i| At::Delay(i * span / (DELAYS_PER_OP - 1)))
-            .collect();
-        if let Some(fp) = &s.adapter().failpoints {
-            let names = match op {
-                SweptOp::Create => &fp.create,
-                SweptOp::Start => &fp.start,
-                SweptOp::Kill => &fp.kill,
-                SweptOp::Delete => &fp.delete,
-            };
-            points.extend(names.iter().cloned().map(At::Failpoint));
-        }
-        for at in points {
-            n += 1;
-            let id = format!("c{n}");
-            let keep = s.transcript_len();
-            setup(s, op, &id)?;
-            let killed = match &at {
-                At::Delay(us) => {
-                    t.delays += 1;
-                    crash(s, op, &id, Some(*us))?.1.killed
-                }
-                At::Failpoint(name) => {
-                    t.failpoints += 1;
-                    let env = s.adapter().failpoints.as_ref().map(|f| f.env.clone());
-                    let env = [(env.unwrap_or_default(), name.clone())];
-                    let sig = (op == SweptOp::Kill).then_some("KILL");
-                    let r = s.op_env(op.op(), &id, SLEEPER, sig, &env)?;
-                    r.signal == Some(9)
-                }
-            };
-            t.killed += usize::from(killed);
-            let found = check_point(s, &id, &mut t)?;
-            if found.is_empty() {
-                s.truncate_transcript(keep);
-            } else {
-                problems.extend(found.into_iter().map(|p| format!("{op} at {at}: {p}")));
-            }
-        }
-        tallies.push((op, t));
+    let mut evidence = Vec::new();
+    for r in results {
+        let sw = r?;
+        problems.extend(sw.problems);
+        evidence.extend(sw.transcript);
+        tallies.push((sw.op, sw.tally));
     }
     s.staging = Some(summary(&tallies));
     if problems.is_empty() {
@@ -154,14 +122,90 @@ pub(crate) fn runtime_killed_mid_op(s: &mut Scene<'_>) -> Verdict {
             .collect::<Vec<_>>()
             .join("; ")
     );
-    let mut evidence = problems;
-    evidence.truncate(40);
-    evidence.extend(s.transcript().into_iter().take(60));
+    let mut all = problems;
+    all.truncate(40);
+    all.extend(evidence.into_iter().take(60));
     Ok(Outcome::fail(
         "after every crash: no orphan process, every record readable, state true, delete --force cleans up",
         observed,
-        evidence,
+        all,
     ))
+}
+
+/// What one operation's sweep found.
+#[derive(Debug)]
+struct Sweep {
+    op: SweptOp,
+    tally: Tally,
+    problems: Vec<String>,
+    /// The commands of the points with problems.
+    transcript: Vec<String>,
+}
+
+/// Interrupts `op` at [`DELAYS_PER_OP`] delays spread over its measured
+/// duration, then at each of the adapter's failpoints for it.
+fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
+    let mut t = Tally::default();
+    let mut problems = Vec::new();
+    let tag = op.to_string().chars().next().unwrap_or('x');
+    // Calibrate: how long the uninterrupted operation takes here.
+    let cal = format!("{tag}cal");
+    setup(s, op, &cal)?;
+    let (run, end) = crash(s, op, &cal, None)?;
+    if !run.success() {
+        return Err(NotStaged(format!(
+            "uninterrupted {op} failed: {}",
+            run.summary()
+        )));
+    }
+    cleanup(s, &cal)?;
+    let clean = s.transcript_len();
+    let span = end.elapsed_us.max(1) * 6 / 5;
+    let mut points: Vec<At> = (0..DELAYS_PER_OP)
+        .map(|i| At::Delay(i * span / (DELAYS_PER_OP - 1)))
+        .collect();
+    if let Some(fp) = &s.adapter().failpoints {
+        let names = match op {
+            SweptOp::Create => &fp.create,
+            SweptOp::Start => &fp.start,
+            SweptOp::Kill => &fp.kill,
+            SweptOp::Delete => &fp.delete,
+        };
+        points.extend(names.iter().cloned().map(At::Failpoint));
+    }
+    for (n, at) in points.into_iter().enumerate() {
+        let id = format!("{tag}{n}");
+        let keep = s.transcript_len();
+        setup(s, op, &id)?;
+        let killed = match &at {
+            At::Delay(us) => {
+                t.delays += 1;
+                crash(s, op, &id, Some(*us))?.1.killed
+            }
+            At::Failpoint(name) => {
+                t.failpoints += 1;
+                let env = s.adapter().failpoints.as_ref().map(|f| f.env.clone());
+                let env = [(env.unwrap_or_default(), name.clone())];
+                let sig = (op == SweptOp::Kill).then_some("KILL");
+                let r = s.op_env(op.op(), &id, SLEEPER, sig, &env)?;
+                r.signal == Some(9)
+            }
+        };
+        t.killed += usize::from(killed);
+        let found = check_point(s, &id, &mut t)?;
+        if found.is_empty() {
+            s.truncate_transcript(keep);
+        } else {
+            problems.extend(found.into_iter().map(|p| format!("{op} at {at}: {p}")));
+        }
+    }
+    let transcript = s.transcript().split_off(clean.min(s.transcript_len()));
+    Ok(Sweep {
+        op,
+        tally: t,
+        problems,
+        transcript,
+    })
 }
 
 fn summary(tallies: &[(SweptOp, Tally)]) -> String {
@@ -189,10 +233,8 @@ fn setup(s: &mut Scene<'_>, op: SweptOp, id: &str) -> Result<(), NotStaged> {
                 Err(NotStaged(format!("create {id} failed: {}", r.summary())))
             }
         }
-        SweptOp::Kill | SweptOp::Delete => {
-            s.must_run_box(id, SLEEPER)?;
-            s.wait_status(id, &[Status::Running])
-        }
+        // `run` (or create + start) returns once the payload runs.
+        SweptOp::Kill | SweptOp::Delete => s.must_run_box(id, SLEEPER),
     }
 }
 
@@ -209,7 +251,7 @@ fn crash(
 /// `delete --force` a calibration box; it must leave nothing.
 fn cleanup(s: &mut Scene<'_>, id: &str) -> Result<(), NotStaged> {
     s.delete(id, true)?;
-    let left = live(&s.census()?);
+    let left = super::settle_live(s, &[])?;
     if left.is_empty() {
         Ok(())
     } else {
@@ -217,14 +259,6 @@ fn cleanup(s: &mut Scene<'_>, id: &str) -> Result<(), NotStaged> {
             "delete --force {id} after an uninterrupted run left {left:?}"
         )))
     }
-}
-
-fn live(c: &Census) -> Vec<(i32, Vec<String>)> {
-    c.procs
-        .iter()
-        .filter(|p| p.state != 'Z')
-        .map(|p| (p.pid, p.cmdline.clone()))
-        .collect()
 }
 
 /// The checks after one crash; returns the problems found and counts them.
@@ -268,7 +302,7 @@ fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>
     }
     t.records_lost += usize::from(lost);
     let del = s.delete(id, true)?;
-    let left = live(&s.census()?);
+    let left = super::settle_live(s, &[])?;
     if !left.is_empty() {
         t.orphans += left.len();
         problems.push(format!(

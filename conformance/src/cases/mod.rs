@@ -9,6 +9,7 @@ use crate::scene::{Impostor, ImpostorKind, Run, Scene};
 
 mod crash;
 mod files;
+mod helper;
 mod identity;
 mod ids;
 mod later;
@@ -276,35 +277,35 @@ pub static ALL: &[Case] = &[
     Case {
         id: "crash::helper_killed",
         level: Level::Must,
-        scene: "privileged helper SIGKILLed with boxes running",
-        holds: "boxes killed or re-adopted, none orphaned",
+        scene: "privileged helper SIGKILLed with two boxes running (run through it), then started again",
+        holds: "boxes killed or re-adopted, none orphaned: state says something true, delete --force through the new helper leaves no process",
         machine: &[M::World],
-        ops: &[],
+        ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &[],
-        run: later::not_in_this_suite,
+        caught_by: &["helper-forgets-boxes"],
+        run: helper::helper_killed,
     },
     Case {
         id: "helper::signal_allowlist",
         level: Level::Must,
-        scene: "request STOP, CONT, RT signals, numeric, 0 from the helper",
-        holds: "refused with an error",
+        scene: "request STOP, CONT, RT signals, numeric, 0 from the helper for a box's own process",
+        holds: "refused with an error, the process untouched; TERM is sent",
         machine: &[M::World],
-        ops: &[],
+        ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &[],
-        run: later::not_in_this_suite,
+        caught_by: &["helper-any-signal"],
+        run: helper::signal_allowlist,
     },
     Case {
         id: "helper::cgroup_authorization",
         level: Level::Must,
-        scene: "ask the helper to signal a PID outside the box's cgroup",
-        holds: "refused",
+        scene: "ask the helper to signal a PID outside the box's cgroup: a process with the box's exact cmdline, and an unrelated one",
+        holds: "refused, neither signalled; the box's own process is served",
         machine: &[M::World],
-        ops: &[],
+        ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &[],
-        run: later::not_in_this_suite,
+        caught_by: &["helper-cmdline-auth"],
+        run: helper::cgroup_authorization,
     },
     Case {
         id: "secrets::not_in_proc",
@@ -403,6 +404,32 @@ pub(crate) fn replace_with_impostor(
     kind: ImpostorKind,
 ) -> Result<Impostor, NotStaged> {
     s.impostor_at(pid, kind)
+}
+
+/// How long processes that are being killed get to be gone.
+pub(crate) const SETTLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The world's live processes (zombies and `keep` aside) once none is left
+/// or at [`SETTLE_DEADLINE`]: a process SIGKILLed by its parent's death
+/// (PDEATHSIG) or by `cgroup.kill` takes a moment to be gone.
+pub(crate) fn settle_live(
+    s: &mut Scene<'_>,
+    keep: &[i32],
+) -> Result<Vec<(i32, Vec<String>)>, NotStaged> {
+    let deadline = std::time::Instant::now() + SETTLE_DEADLINE;
+    loop {
+        let left: Vec<(i32, Vec<String>)> = s
+            .census()?
+            .procs
+            .iter()
+            .filter(|p| p.state != 'Z' && !keep.contains(&p.pid))
+            .map(|p| (p.pid, p.cmdline.clone()))
+            .collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return Ok(left);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Whether a command was killed at its deadline.
