@@ -107,6 +107,28 @@ impl Bundles {
     pub fn boxes(&self) -> &[(String, String)] {
         &self.boxes
     }
+
+    /// Host dirs, in every cgroup hierarchy, of the `cgroupsPath`s given to
+    /// box `id`'s bundles that exist now (left by the runtime).
+    pub fn existing_cgroups_of(&self, id: &str) -> Vec<PathBuf> {
+        let suffix = format!("-{id}");
+        let hierarchies: Vec<PathBuf> = std::fs::read_dir(CGROUP_ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        self.cgroups
+            .iter()
+            .filter(|c| c.ends_with(&suffix))
+            .flat_map(|c| {
+                hierarchies
+                    .iter()
+                    .map(move |h| h.join(c.trim_start_matches('/')))
+            })
+            .filter(|d| d.is_dir())
+            .collect()
+    }
 }
 
 impl Drop for Bundles {

@@ -333,6 +333,12 @@ impl<'a> Scene<'a> {
         Ok(imp)
     }
 
+    /// Cgroup dirs (host paths) the runtime left for box `id`, when the
+    /// suite gave its bundles a `cgroupsPath` (payload mode `oci-bundle`).
+    pub fn leftover_cgroups(&self, id: &str) -> Vec<PathBuf> {
+        self.bundles.existing_cgroups_of(id)
+    }
+
     /// The adapter driving this scene.
     pub fn adapter(&self) -> &'a Adapter {
         self.adapter

@@ -77,6 +77,7 @@ struct Tally {
     killed: usize,
     orphans: usize,
     records_lost: usize,
+    cgroups_leaked: usize,
 }
 
 pub(crate) fn runtime_killed_mid_op(s: &mut Scene<'_>) -> Verdict {
@@ -213,8 +214,17 @@ fn summary(tallies: &[(SweptOp, Tally)]) -> String {
         .iter()
         .map(|(op, t)| {
             format!(
-                "{op}: {} delays + {} failpoints ({} killed mid-way), {} orphans, {} records lost",
-                t.delays, t.failpoints, t.killed, t.orphans, t.records_lost
+                "{op}: {} delays + {} failpoints ({} killed mid-way), {} orphans, {} records lost{}",
+                t.delays,
+                t.failpoints,
+                t.killed,
+                t.orphans,
+                t.records_lost,
+                if t.cgroups_leaked > 0 {
+                    format!(", {} points left a cgroup", t.cgroups_leaked)
+                } else {
+                    String::new()
+                }
             )
         })
         .collect::<Vec<_>>()
@@ -317,6 +327,18 @@ fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>
         if s.exists(&dir) {
             problems.push(format!("delete --force left {dir} ({})", del.summary()));
         }
+    }
+    let cgroups = s.leftover_cgroups(id);
+    if !cgroups.is_empty() {
+        t.cgroups_leaked += 1;
+        problems.push(format!(
+            "delete --force left the box's cgroup: {}",
+            cgroups
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     Ok(problems)
 }
