@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::adapter::{Operation as Op, Status, record_get};
+use crate::adapter::{Operation as Op, RecordFormat, Status, record_get};
 use crate::catalog::{NotStaged, Outcome, Verdict};
 use crate::scene::{Census, FileKind, Scene};
 
@@ -371,19 +371,21 @@ fn records(s: &Scene<'_>, id: &str) -> (Option<i64>, Vec<String>) {
             bad.push(format!("{kind} record {path} is empty (half-written)"));
             continue;
         }
+        let rec = s.adapter().identity.as_ref();
         if kind == FileKind::Identity {
-            let rec = s
-                .adapter()
-                .identity
-                .as_ref()
-                .expect("the path came from it");
-            match record_get(rec.format, &text, &rec.pid).and_then(|v| v.parse().ok()) {
-                Some(p) => pid = Some(p),
-                None => bad.push(format!(
+            let rec = rec.expect("the path came from it");
+            pid = record_get(rec.format, &text, &rec.pid).and_then(|v| v.parse().ok());
+            // A line record is nothing but its values. A whole JSON record
+            // without a pid yet (youki's "creating") is an early record,
+            // not a lost one: only whether it parses counts (below).
+            if pid.is_none() && rec.format == RecordFormat::Lines {
+                bad.push(format!(
                     "identity record {path} names no pid (half-written?): {text:?}"
-                )),
+                ));
+                continue;
             }
-        } else if text.trim_start().starts_with(['{', '[']) {
+        }
+        if text.trim_start().starts_with(['{', '[']) {
             if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
                 bad.push(format!(
                     "{kind} record {path} is cut short or corrupt ({e}): {text:?}"
