@@ -831,6 +831,19 @@ impl<'a> Scene<'a> {
         Ok(AttribWatch { ino })
     }
 
+    /// Starts watching a world dir for writes into the files in it
+    /// (`IN_MODIFY`): a record written in place shows up under its own
+    /// name; one replaced atomically only under its temp file's.
+    pub fn watch_writes(&self, dir: &str) -> Result<WriteWatch, NotStaged> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let h = self.host(dir);
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| io(&h, e.into()))?;
+        ino.add_watch(&h, AddWatchFlags::IN_MODIFY)
+            .map_err(|e| io(&h, e.into()))?;
+        Ok(WriteWatch { ino })
+    }
+
     fn walk_modes_inner(&self, dir: &str) -> Result<Vec<(String, u32, bool)>, NotStaged> {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_string()];
@@ -1077,6 +1090,33 @@ impl AttribWatch {
                         if !out.contains(&name) {
                             out.push(name);
                         }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A watch from [`Scene::watch_writes`].
+#[derive(Debug)]
+pub struct WriteWatch {
+    ino: nix::sys::inotify::Inotify,
+}
+
+impl WriteWatch {
+    /// Names of the files written to so far (drains the queue).
+    pub fn written(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(events) = self.ino.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for e in events {
+                if let Some(name) = e.name {
+                    let name = name.to_string_lossy().into_owned();
+                    if !out.contains(&name) {
+                        out.push(name);
                     }
                 }
             }

@@ -78,6 +78,8 @@ struct Tally {
     orphans: usize,
     records_lost: usize,
     cgroups_leaked: usize,
+    /// Records the operation writes in place.
+    in_place: Vec<String>,
 }
 
 pub(crate) fn runtime_killed_mid_op(s: &mut Scene<'_>) -> Verdict {
@@ -150,14 +152,30 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
     let mut problems = Vec::new();
     let tag = op.to_string().chars().next().unwrap_or('x');
     // Calibrate: how long the uninterrupted operation takes here.
+    // Watch its records meanwhile: one written in place (not replaced by a
+    // rename) is half-written while the write lasts, and a crash then
+    // leaves it so, however narrow the window the delays have to hit.
     let cal = format!("{tag}cal");
     setup(s, op, &cal)?;
+    let watch = match s.path(FileKind::BoxDir, &cal) {
+        Some(dir) if op != SweptOp::Create && s.exists(&dir) => Some(s.watch_writes(&dir)?),
+        _ => None,
+    };
     let (run, end) = crash(s, op, &cal, None)?;
     if !run.success() {
         return Err(NotStaged(format!(
             "uninterrupted {op} failed: {}",
             run.summary()
         )));
+    }
+    if let Some(w) = watch {
+        let records = record_names(s, &cal);
+        for name in w.written().into_iter().filter(|n| records.contains(n)) {
+            t.in_place.push(name.clone());
+            problems.push(format!(
+                "{op} rewrites the record {name} in place (written to under its own name, not replaced by a rename): a crash during the write leaves it half-written"
+            ));
+        }
     }
     cleanup(s, &cal)?;
     let clean = s.transcript_len();
@@ -224,6 +242,10 @@ fn summary(tallies: &[(SweptOp, Tally)]) -> String {
                     format!(", {} points left a cgroup", t.cgroups_leaked)
                 } else {
                     String::new()
+                } + &if t.in_place.is_empty() {
+                    String::new()
+                } else {
+                    format!(", rewrites {} in place", t.in_place.join(" and "))
                 }
             )
         })
@@ -341,6 +363,27 @@ fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>
         ));
     }
     Ok(problems)
+}
+
+/// File names of the records the adapter declares in box `id`'s dir.
+fn record_names(s: &Scene<'_>, id: &str) -> Vec<String> {
+    let Some(dir) = s.path(FileKind::BoxDir, id) else {
+        return Vec::new();
+    };
+    [
+        FileKind::Identity,
+        FileKind::State,
+        FileKind::Exit,
+        FileKind::ExitPrevious,
+    ]
+    .into_iter()
+    .filter_map(|k| s.path(k, id))
+    .filter_map(|p| {
+        p.strip_prefix(&format!("{}/", dir.trim_end_matches('/')))
+            .filter(|n| !n.contains('/'))
+            .map(str::to_string)
+    })
+    .collect()
 }
 
 /// Reads every record the adapter declares for `id`: the recorded pid, and
