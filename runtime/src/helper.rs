@@ -870,6 +870,30 @@ mod tests {
     }
 
     #[test]
+    fn peers_of_another_uid_are_refused() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let cfg = HelperConfig {
+            socket: PathBuf::from("/nonexistent"),
+            state_root: PathBuf::from("/nonexistent"),
+            cgroup_root: None,
+            allowed_uids: vec![],
+            strategies: HelperStrategies::default(),
+        };
+        let me = rustix::process::geteuid().as_raw();
+        // As a helper running under another uid, our own connection is foreign.
+        let e = handle(&cfg, me.wrapping_add(1), &ours).unwrap_err();
+        assert_eq!(e.kind(), "peer-refused", "{e}");
+        // Allowed explicitly, it gets as far as reading the request.
+        let cfg = HelperConfig {
+            allowed_uids: vec![me],
+            ..cfg
+        };
+        drop(theirs);
+        let e = handle(&cfg, me.wrapping_add(1), &ours).unwrap_err();
+        assert_eq!(e.kind(), "bad-request", "{e}");
+    }
+
+    #[test]
     fn requests_round_trip() {
         let r = Request::Signal {
             id: "b".into(),
