@@ -57,8 +57,8 @@ pub struct Cli {
     pub shim: Option<PathBuf>,
 
     /// Act through the refbox-helper listening on this socket: box cgroups
-    /// come from it, and every signal is sent by it. Without it refbox acts
-    /// itself.
+    /// come from it, and `kill`/`delete --force` signal through it (the
+    /// shim's own start request stays direct). Without it refbox acts itself.
     #[arg(long, global = true, value_name = "SOCKET")]
     pub helper: Option<PathBuf>,
 

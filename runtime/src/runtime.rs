@@ -427,7 +427,8 @@ impl Runtime {
     }
 
     /// Acts through the refbox-helper listening at `socket`: box cgroups
-    /// are prepared by it, and every signal goes through it.
+    /// are prepared by it, and `kill`/`delete --force` signal through it
+    /// (the start request to a box's own shim stays direct).
     pub fn set_helper(&mut self, socket: PathBuf) {
         self.helper = Some(socket);
     }
