@@ -77,6 +77,20 @@ impl Machine {
                 Some(r) => format!("{name}: missing: {r}{what}"),
             });
         }
+        // Helper scenes make a cgroup2 dir of their own under the mount,
+        // which works where the harness's own cgroup has no cgroup.kill.
+        m.lines.push(match crate::cgroup::CgroupDir::create() {
+            Ok(d) => format!(
+                "cgroup2 dirs for helper scenes: available (under {})",
+                d.path()
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            Err(why) => format!(
+                "cgroup2 dirs for helper scenes: missing: {why} (helper cases run the helper's fallback)"
+            ),
+        });
         if let Err(why) = caps.worlds() {
             m.missing.push((MachineNeed::World, why));
         }
