@@ -39,7 +39,7 @@ pub const KILL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many threads load boxes for `list`.
 pub const LIST_THREADS: usize = 4;
 /// `list` adds a thread only per this many boxes (a thread costs tens of µs).
-pub const LIST_BOXES_PER_THREAD: usize = 64;
+pub const LIST_BOXES_PER_THREAD: usize = 32;
 
 /// Why one box could not be loaded. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
