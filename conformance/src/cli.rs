@@ -81,6 +81,8 @@ pub enum Command {
         #[command(flatten)]
         subject: SubjectArgs,
     },
+    /// Time state, list and recovery with N live boxes, runtimes side by side.
+    ///
     /// Latency of state, list and a recovery pass with N live boxes, for
     /// each runtime side by side in one run (Markdown table of medians and
     /// ratios to the fastest). Every box is deleted (--force) afterwards.
