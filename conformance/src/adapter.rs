@@ -230,6 +230,17 @@ struct RawAdapter {
     world: WorldSetup,
     failpoints: Option<RawFailpoints>,
     helper: Option<RawHelper>,
+    daemon: Option<RawDaemon>,
+}
+
+/// `[daemon]`: the runtime's library (daemon) mode, as an embedder runs it
+/// (capability `daemon`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    reaper_probe: Spanned<Vec<String>>,
+    child_exit: Spanned<String>,
+    reaped: Option<Spanned<String>>,
 }
 
 /// `[failpoints]`: named points where the runtime SIGKILLs itself when an
@@ -289,6 +300,22 @@ pub struct HelperCommands {
     pub run: Template,
     /// `delete --force` through the helper.
     pub delete_force: Template,
+}
+
+/// The library-mode probe (`[daemon]`).
+#[derive(Debug, Clone)]
+pub struct DaemonCommands {
+    /// Runs the runtime in-process under its reaper while a child of the
+    /// embedder exits with `{code}` unreaped and boxes running `{payload...}`
+    /// are killed; then the embedder waits for its child itself and prints
+    /// JSON.
+    pub reaper_probe: Template,
+    /// JSON pointer to the exit code the embedder's wait returned (absent
+    /// or null when the wait found no child).
+    pub child_exit: String,
+    /// JSON pointer to the number of the runtime's own children its reaper
+    /// reaped while the embedder's child was pending, if it prints one.
+    pub reaped: Option<String>,
 }
 
 /// How the world a runtime runs in must be set up (`[world]`).
@@ -406,10 +433,12 @@ pub struct Vars<'a> {
     pub cgroup_root: Option<&'a str>,
     /// `{pid}`: a process ID (helper requests).
     pub pid: Option<&'a str>,
+    /// `{code}`: an exit code (the daemon probe's child).
+    pub code: Option<&'a str>,
 }
 
 /// Placeholders a template may use.
-const PLACEHOLDERS: [&str; 10] = [
+const PLACEHOLDERS: [&str; 11] = [
     "root",
     "id",
     "bundle",
@@ -420,6 +449,7 @@ const PLACEHOLDERS: [&str; 10] = [
     "helper_socket",
     "cgroup_root",
     "pid",
+    "code",
 ];
 /// Placeholders a file path template may use.
 const PATH_PLACEHOLDERS: [&str; 2] = ["root", "id"];
@@ -482,6 +512,7 @@ pub fn expand_str(s: &str, vars: &Vars<'_>) -> Result<String, MissingVar> {
             "helper_socket" => vars.helper_socket,
             "cgroup_root" => vars.cgroup_root,
             "pid" => vars.pid,
+            "code" => vars.code,
             _ => None,
         };
         out.push_str(value.ok_or_else(|| MissingVar { name: name.into() })?);
@@ -617,6 +648,8 @@ pub struct Adapter {
     pub failpoints: Option<Failpoints>,
     /// The helper's commands, if the runtime has one.
     pub helper: Option<HelperCommands>,
+    /// The library-mode probe, if the runtime has a daemon mode.
+    pub daemon: Option<DaemonCommands>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -917,6 +950,11 @@ impl Adapter {
         };
 
         let mut capabilities = Vec::new();
+        let raw_caps: Vec<(String, Range<usize>)> = raw
+            .capabilities
+            .iter()
+            .map(|c| (c.get_ref().clone(), c.span()))
+            .collect();
         for c in raw.capabilities {
             match RuntimeCapability::from_word(c.get_ref()) {
                 Some(cap) => capabilities.push(cap),
@@ -1009,7 +1047,40 @@ impl Adapter {
             None => None,
         };
 
+        let daemon = match raw.daemon {
+            Some(d) => {
+                let span = d.reaper_probe.span();
+                let reaper_probe = cx.template("daemon.reaper_probe", d.reaper_probe)?;
+                if !reaper_probe.uses("code") {
+                    return Err(cx.invalid(span, "daemon.reaper_probe", "must use {code}"));
+                }
+                if !reaper_probe.elements().iter().any(|e| e == "{payload...}") {
+                    return Err(cx.invalid(span, "daemon.reaper_probe", "must use {payload...}"));
+                }
+                Some(DaemonCommands {
+                    reaper_probe,
+                    child_exit: cx.pointer("daemon.child_exit", &d.child_exit)?,
+                    reaped: d
+                        .reaped
+                        .as_ref()
+                        .map(|p| cx.pointer("daemon.reaped", p))
+                        .transpose()?,
+                })
+            }
+            None => None,
+        };
+        if let Some(c) = capabilities_span(&raw_caps, RuntimeCapability::Daemon) {
+            if daemon.is_none() {
+                return Err(cx.invalid(
+                    c,
+                    "capabilities",
+                    "capability \"daemon\" needs a [daemon] table (reaper_probe, child_exit)",
+                ));
+            }
+        }
+
         Ok(Adapter {
+            daemon,
             failpoints,
             helper,
             source: path.display().to_string(),
@@ -1049,6 +1120,16 @@ impl Adapter {
     pub fn capabilities(&self) -> &[RuntimeCapability] {
         &self.capabilities
     }
+}
+
+/// Where `cap` is declared in the raw `capabilities` list, if it is.
+fn capabilities_span(
+    raw: &[(String, Range<usize>)],
+    cap: RuntimeCapability,
+) -> Option<Range<usize>> {
+    raw.iter()
+        .find(|(w, _)| w == cap.word())
+        .map(|(_, s)| s.clone())
 }
 
 /// Reads one value out of an identity record.

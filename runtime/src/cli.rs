@@ -135,6 +135,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Library-mode check: does the scoped reaper leave this process's own
+    /// children alone?
+    ///
+    /// Runs boxes in-process, as a daemon embedding `refbox::Runtime` does;
+    /// a child of this process (`/bin/sh -c 'exit CODE'`) exits and is left
+    /// unreaped; the boxes are force-deleted so the reaper reaps their shims
+    /// while that status is pending; then this process waits for its child
+    /// itself. Prints JSON (`child.code`, `child.error`, `reaped`, `kept`);
+    /// exits 0 when the wait got CODE, 1 when the status was lost. The
+    /// suite's `zombies::reaper_scoped` runs it.
+    ReaperProbe {
+        /// The exit code of the embedder's own child.
+        #[arg(long, value_name = "CODE", default_value_t = 37)]
+        child_exit: u8,
+        /// Boxes whose shims the reaper reaps while the child's status waits.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        boxes: usize,
+        /// The boxes' payload (a long-lived program).
+        #[arg(last = true, value_name = "CMD", default_values_t = ["sleep".to_string(), "1000".to_string()])]
+        command: Vec<String>,
+    },
 }
 
 /// Box id and payload for `create` and `run`.
@@ -183,16 +204,21 @@ pub fn run_cli(cli: Cli, strategies: Strategies) -> ExitCode {
     match execute(cli, strategies) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            let mut msg = format!("refbox: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            eprintln!("{msg}");
+            print_error(&err);
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `refbox: error: cause: cause...` on stderr.
+fn print_error(err: &dyn std::error::Error) {
+    let mut msg = format!("refbox: {err}");
+    let mut source = err.source();
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    eprintln!("{msg}");
 }
 
 fn execute(cli: Cli, strategies: Strategies) -> Result<u8, RuntimeError> {
@@ -292,6 +318,19 @@ fn execute(cli: Cli, strategies: Strategies) -> Result<u8, RuntimeError> {
             print_entry_errors(&report.errors);
             Ok(partial_code(report.errors.is_empty()))
         }
+        Command::ReaperProbe {
+            child_exit,
+            boxes,
+            command,
+        } => reaper_probe(
+            &rt,
+            &mut out,
+            &crate::embed::ProbeOptions {
+                child_exit,
+                boxes,
+                payload: command,
+            },
+        ),
         Command::CleanupLogs { format } => {
             let report = rt.cleanup_logs();
             match format {
@@ -306,6 +345,35 @@ fn execute(cli: Cli, strategies: Strategies) -> Result<u8, RuntimeError> {
             Ok(partial_code(report.errors.is_empty()))
         }
     }
+}
+
+fn reaper_probe(
+    rt: &Runtime,
+    out: &mut impl Write,
+    opts: &crate::embed::ProbeOptions,
+) -> Result<u8, RuntimeError> {
+    let report = match crate::embed::reaper_probe(rt, opts) {
+        Ok(r) => r,
+        Err(err) => {
+            print_error(&err);
+            return Ok(EXIT_ERROR);
+        }
+    };
+    print_json(out, &report);
+    if report.kept {
+        return Ok(EXIT_OK);
+    }
+    let got = match (&report.child.error, report.child.code, report.child.signal) {
+        (Some(e), _, _) => format!("its wait failed: {e}"),
+        (None, Some(c), _) => format!("its wait returned exit code {c}"),
+        (None, None, Some(s)) => format!("its wait returned signal {s}"),
+        (None, None, None) => "its wait returned nothing".to_string(),
+    };
+    eprintln!(
+        "refbox: the embedder's child (pid {}) exited {}, but {got}: its status was taken by another wait",
+        report.child.pid, report.child.expected
+    );
+    Ok(EXIT_ERROR)
 }
 
 fn partial_code(clean: bool) -> u8 {

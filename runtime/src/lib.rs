@@ -12,6 +12,7 @@
 //!   writes; private modes from creation;
 //! - [`runtime::Runtime`]: the operations; [`cli`]: the `refbox` command;
 //!   [`shim`]: the `refbox-shim` supervisor; [`reaper`]: the scoped reaper;
+//!   [`embed`]: an embedder's own children beside the reaper (`refbox reaper-probe`);
 //! - [`strategy::Strategies`]: every decision that runtimes get wrong, as a
 //!   swappable seam (fixtures swap in naive ones to prove the suite catches them).
 //!
@@ -33,6 +34,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod embed;
 pub mod exitfile;
 pub mod failpoint;
 pub mod fsread;

@@ -135,6 +135,28 @@ impl Reaper {
         })
     }
 
+    /// Waits up to `timeout` until no registered child is left unreaped
+    /// (claimed or detached); returns whether that happened in time.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut table = self.inner.table.lock().expect("reaper lock");
+        loop {
+            if table.slots.values().all(|s| s.status.is_some() || s.lost) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || table.shutdown {
+                return false;
+            }
+            table = self
+                .inner
+                .changed
+                .wait_timeout(table, left)
+                .expect("reaper lock")
+                .0;
+        }
+    }
+
     /// Pids currently registered (exited but unclaimed ones included).
     pub fn registered(&self) -> Vec<Pid> {
         self.inner

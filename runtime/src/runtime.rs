@@ -487,6 +487,12 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// Waits up to `timeout` until the scoped reaper has reaped every shim
+    /// this runtime spawned (`true` at once when it spawned none).
+    pub fn wait_reaped(&self, timeout: Duration) -> bool {
+        self.reaper.get().is_none_or(|r| r.wait_idle(timeout))
+    }
+
     fn read_opt(&self, path: &Path, cap: u64) -> Result<Option<Vec<u8>>, BoxError> {
         match (self.strategies.read_file)(path, cap, self.uid) {
             Ok(b) => Ok(Some(b)),

@@ -58,56 +58,40 @@ fn reap_any(_registered: &[Pid]) -> Vec<(Pid, ExitStatus)> {
     out
 }
 
-/// Spawns an embedder child that exits 7, lets it become a zombie, then makes
-/// the runtime's reaper act (a box is killed); returns what the embedder's
-/// own wait() saw.
-fn embedder_wait_with(strategies: Strategies) -> std::io::Result<ExitStatus> {
+/// The embedder's probe (refbox::embed): its child exits 7 and stays a
+/// zombie while the runtime's reaper reaps two killed boxes' shims.
+fn probe_with(strategies: Strategies) -> refbox::embed::ProbeReport {
     let _guard = common::Reaped::new();
     let (_tmp, root) = common::root();
     let rt = runtime(&root, strategies);
-    let id = BoxId::new("b").unwrap();
-    rt.create(&opts("b", &["sleep", "100"])).unwrap();
-    rt.start(&id, None).unwrap();
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "exit 7"])
-        .spawn()
-        .unwrap();
-    // Wait (without reaping) until the embedder's child has exited.
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .unwrap();
-    assert!(refbox::identity::wait_pidfd(
-        &pidfd,
-        Duration::from_secs(10)
-    ));
-    rt.delete(&id, true).unwrap();
-    // Registered shims are reaped before delete returns? Not necessarily:
-    // wait for the reaper to have nothing left.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !rt.registered_children().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::yield_now();
-    }
-    child.wait()
+    let opts = refbox::embed::ProbeOptions {
+        child_exit: 7,
+        boxes: 2,
+        payload: vec!["sleep".into(), "100".into()],
+    };
+    let report = refbox::embed::reaper_probe(&rt, &opts).expect("probe runs");
+    assert_eq!(report.reaped, 2, "the reaper reaped both shims: {report:?}");
+    assert!(rt.list().boxes.is_empty(), "the probe deletes its boxes");
+    report
 }
 
 #[test]
 fn embedder_child_exit_code_is_never_stolen() {
-    let status = embedder_wait_with(Strategies::default()).expect("embedder's wait works");
-    assert_eq!(status.code(), Some(7));
+    let report = probe_with(Strategies::default());
+    assert_eq!(report.child.code, Some(7), "{report:?}");
+    assert!(report.kept);
 }
 
 #[test]
 fn a_waitpid_minus_one_reaper_would_steal_it() {
     // Proves the test above can fail: with the naive strategy the embedder's
-    // wait() finds nothing (ECHILD) or a wrong status.
-    let strategies = Strategies {
+    // wait finds nothing (ECHILD).
+    let report = probe_with(Strategies {
         reap: reap_any,
         ..Strategies::default()
-    };
-    let r = embedder_wait_with(strategies);
-    assert!(r.is_err() || r.unwrap().code() != Some(7));
+    });
+    assert_eq!(report.child.code, None, "{report:?}");
+    assert!(report.child.error.is_some() && !report.kept, "{report:?}");
 }
 
 #[test]

@@ -1,7 +1,9 @@
-//! zombies::*: failed creations leave no zombie behind.
+//! zombies::*: failed creations leave no zombie behind; a runtime's reaper
+//! in library (daemon) mode leaves its embedder's children alone.
 
 use super::judge;
-use crate::catalog::Verdict;
+use crate::adapter::Vars;
+use crate::catalog::{NotStaged, Verdict};
 use crate::scene::Scene;
 
 /// How many failing creations of each kind.
@@ -30,4 +32,94 @@ pub(crate) fn none_after_failures(s: &mut Scene<'_>) -> Verdict {
         )]
     };
     judge("no zombies after 16 failed creations", problems, s)
+}
+
+/// zombies::reaper_scoped: the adapter's library-mode probe runs the runtime
+/// in-process under its reaper; a child of the embedder exits (a code the
+/// suite picks) and stays unreaped while the runtime reaps its own killed
+/// boxes; the embedder's own wait must still get that code.
+pub(crate) fn reaper_scoped(s: &mut Scene<'_>) -> Verdict {
+    let d = s.adapter().daemon.as_ref().ok_or_else(|| {
+        NotStaged("adapter declares capability `daemon` but no [daemon] table".into())
+    })?;
+    // 3..=122: never 0/1/2, which a broken probe might print by accident.
+    let code = 3 + rand::random::<u8>() % 120;
+    let code_text = code.to_string();
+    let payload: Vec<String> = super::SLEEPER.iter().map(|a| a.to_string()).collect();
+    let argv = s.expand_template(
+        &d.reaper_probe,
+        &Vars {
+            code: Some(&code_text),
+            payload: Some(&payload),
+            ..Vars::default()
+        },
+    )?;
+    let run = s.exec_argv(argv, &[])?;
+    let mut problems = Vec::new();
+    if run.timed_out {
+        problems.push(format!("the daemon probe hung: {}", run.summary()));
+        return judge(
+            "the embedder's own wait gets its child's exit code",
+            problems,
+            s,
+        );
+    }
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&run.stdout) else {
+        problems.push(format!(
+            "the daemon probe printed no JSON report: {}",
+            run.summary()
+        ));
+        return judge(
+            "the embedder's own wait gets its child's exit code",
+            problems,
+            s,
+        );
+    };
+    if let Some(p) = &d.reaped {
+        match doc.pointer(p).and_then(serde_json::Value::as_u64) {
+            Some(0) => {
+                return Err(NotStaged(format!(
+                    "the runtime's reaper reaped none of its own children while the embedder's child was pending ({p} = 0): nothing was tested"
+                )));
+            }
+            Some(n) => {
+                s.staging = Some(format!(
+                    "{n} of the runtime's own children reaped while the embedder's child (exit {code}) was pending"
+                ))
+            }
+            None => problems.push(format!(
+                "the probe's report has no count at {p}: {}",
+                run.summary()
+            )),
+        }
+    }
+    let got = doc
+        .pointer(&d.child_exit)
+        .and_then(serde_json::Value::as_i64);
+    if got != Some(i64::from(code)) {
+        let what = match got {
+            Some(c) => format!("exit code {c}"),
+            None => "no exit code (its child was already reaped by someone else)".into(),
+        };
+        problems.push(format!(
+            "the embedder's child exited {code}, but the embedder's own wait got {what}: {}",
+            run.summary()
+        ));
+    }
+    let census = s.settle_zombies()?;
+    let zombies: Vec<String> = census
+        .zombies()
+        .map(|p| format!("pid {} {:?} (parent {})", p.pid, p.cmdline, p.ppid))
+        .collect();
+    if !zombies.is_empty() {
+        problems.push(format!(
+            "zombie(s) left after the probe: {}",
+            zombies.join(", ")
+        ));
+    }
+    judge(
+        "the embedder's own wait gets its child's exit code",
+        problems,
+        s,
+    )
 }
