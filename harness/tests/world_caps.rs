@@ -1,8 +1,10 @@
 //! Capability detection.
 
+mod common;
+
+use common::{Need, world_main};
 use doppel_harness::Capabilities;
 
-#[test]
 fn every_capability_is_available_or_has_a_reason() {
     let caps = Capabilities::detect_uncached();
     for (name, c) in caps.list() {
@@ -18,15 +20,19 @@ fn every_capability_is_available_or_has_a_reason() {
     assert_eq!(Capabilities::detect().pidns, caps.pidns);
 }
 
-#[test]
 fn root_machine_can_open_worlds() {
     let caps = Capabilities::detect();
-    if !caps.root {
-        eprintln!("SKIPPED: not root; worlds depend on user namespaces here");
-        return;
-    }
     assert!(caps.pidns.is_available(), "{:?}", caps.pidns);
     assert!(caps.ns_last_pid.is_available(), "{:?}", caps.ns_last_pid);
     assert!(caps.set_tid.is_available(), "{:?}", caps.set_tid);
     assert!(caps.worlds().is_ok());
 }
+
+world_main!(
+    Need::Nothing => [
+        every_capability_is_available_or_has_a_reason,
+    ],
+    Need::Root => [
+        root_machine_can_open_worlds,
+    ],
+);

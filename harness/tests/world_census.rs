@@ -2,13 +2,11 @@
 
 mod common;
 
-use common::{open_world, skip_without_worlds};
+use common::{Need, open_world, world_main};
 use doppel_harness::census::SecretLocation;
 use doppel_harness::{ExitStatus, WorldCommand};
 
-#[test]
 fn census_finds_planted_zombies_with_their_parent() {
-    skip_without_worlds!();
     let w = open_world();
     let f = w.zombie_factory(5).unwrap();
     assert_eq!(f.zombies.len(), 5);
@@ -22,9 +20,7 @@ fn census_finds_planted_zombies_with_their_parent() {
     assert_eq!(c.zombies_of(f.pid).len(), 5);
 }
 
-#[test]
 fn census_finds_a_secret_in_environ_and_not_an_absent_one() {
-    skip_without_worlds!();
     let w = open_world();
     let s = w
         .spawn(
@@ -61,9 +57,7 @@ fn census_finds_a_secret_in_environ_and_not_an_absent_one() {
     assert_eq!(hits[0].location, SecretLocation::Argv(0));
 }
 
-#[test]
 fn orphans_reaped_by_init_are_recorded() {
-    skip_without_worlds!();
     let w = open_world();
     let orphan = w.make_orphan(7).unwrap();
     let c = w.census().unwrap();
@@ -77,9 +71,7 @@ fn orphans_reaped_by_init_are_recorded() {
     assert!(rec.start_time.is_some());
 }
 
-#[test]
 fn reaped_orphan_argv_comes_from_the_census_cache() {
-    skip_without_worlds!();
     let w = open_world();
     let daemon = w.daemon().unwrap();
     let argv = w
@@ -103,9 +95,7 @@ fn reaped_orphan_argv_comes_from_the_census_cache() {
     panic!("daemon never reaped");
 }
 
-#[test]
 fn census_lists_open_fds() {
-    skip_without_worlds!();
     let w = open_world();
     // The sleeper reports ready from main, long after the dynamic loader's
     // transient fds are closed, so its fd table is stable: 0-2 and its log.
@@ -139,3 +129,13 @@ fn census_lists_open_fds() {
     assert!(!init.spawned_by_init);
     assert!(c.process(imp.pid).unwrap().spawned_by_init);
 }
+
+world_main!(
+    Need::Worlds => [
+        census_finds_planted_zombies_with_their_parent,
+        census_finds_a_secret_in_environ_and_not_an_absent_one,
+        orphans_reaped_by_init_are_recorded,
+        reaped_orphan_argv_comes_from_the_census_cache,
+        census_lists_open_fds,
+    ],
+);

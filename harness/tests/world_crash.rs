@@ -2,13 +2,11 @@
 
 mod common;
 
-use common::{open_world, skip_without_worlds};
+use common::{Need, open_world, world_main};
 use doppel_harness::{CrashOutcome, ExitStatus, Signal, WorldCommand};
 use std::time::Duration;
 
-#[test]
 fn crash_kills_a_running_command_at_the_delay() {
-    skip_without_worlds!();
     let w = open_world();
     let out = w
         .crash(
@@ -25,9 +23,7 @@ fn crash_kills_a_running_command_at_the_delay() {
     assert!(!exit.killed_on_timeout);
 }
 
-#[test]
 fn crash_reports_a_command_that_exited_first() {
-    skip_without_worlds!();
     let w = open_world();
     let out = w
         .crash(
@@ -42,9 +38,7 @@ fn crash_reports_a_command_that_exited_first() {
     );
 }
 
-#[test]
 fn crash_sweep_kills_at_each_delay() {
-    skip_without_worlds!();
     let w = open_world();
     for ms in [0u64, 1, 5, 20] {
         let out = w
@@ -57,3 +51,11 @@ fn crash_sweep_kills_at_each_delay() {
         assert!(matches!(out, CrashOutcome::Killed(_)), "{ms} ms: {out:?}");
     }
 }
+
+world_main!(
+    Need::Worlds => [
+        crash_kills_a_running_command_at_the_delay,
+        crash_reports_a_command_that_exited_first,
+        crash_sweep_kills_at_each_delay,
+    ],
+);

@@ -2,16 +2,14 @@
 
 mod common;
 
-use common::{open_world, skip_without_worlds};
+use common::{Need, open_world, world_main};
 use doppel_harness::impostor::{ImpostorKind, Placement};
 use doppel_harness::{
     ImpostorError, Pid, RemoteError, Signal, StartTime, WorldCommand, WorldError,
 };
 use std::time::Duration;
 
-#[test]
 fn unrelated_impostor_logs_signals_and_survives() {
-    skip_without_worlds!();
     let w = open_world();
     let imp = w
         .impostor(&ImpostorKind::Unrelated, Placement::Anywhere)
@@ -34,9 +32,7 @@ fn unrelated_impostor_logs_signals_and_survives() {
     assert!(imp.is_alive(&w), "impostor survives SIGTERM");
 }
 
-#[test]
 fn same_argv_impostor_has_the_victims_cmdline() {
-    skip_without_worlds!();
     let w = open_world();
     let argv: Vec<String> = [
         "/usr/bin/refbox-shim",
@@ -58,9 +54,7 @@ fn same_argv_impostor_has_the_victims_cmdline() {
     assert_eq!(census.process(imp.pid).unwrap().argv, argv);
 }
 
-#[test]
 fn prefix_id_impostor_carries_the_longer_id() {
-    skip_without_worlds!();
     let w = open_world();
     let argv: Vec<String> = ["shim", "--id", "box-1", "/run/box-1/state"]
         .map(String::from)
@@ -82,9 +76,7 @@ fn prefix_id_impostor_carries_the_longer_id() {
     );
 }
 
-#[test]
 fn same_exe_impostor_runs_the_given_executable() {
-    skip_without_worlds!();
     let w = open_world();
     let exe = std::fs::canonicalize("/bin/sleep")
         .unwrap()
@@ -107,9 +99,7 @@ fn same_exe_impostor_runs_the_given_executable() {
     assert!(imp.signals_log.is_none());
 }
 
-#[test]
 fn replacing_a_victim_takes_its_pid() {
-    skip_without_worlds!();
     let w = open_world();
     let victim = w
         .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
@@ -128,9 +118,7 @@ fn replacing_a_victim_takes_its_pid() {
     assert!(imp.is_alive(&w));
 }
 
-#[test]
 fn replacing_an_orphaned_daemon_takes_its_pid() {
-    skip_without_worlds!();
     let w = open_world();
     let daemon = w.daemon().unwrap();
     let imp = w
@@ -147,9 +135,7 @@ fn replacing_an_orphaned_daemon_takes_its_pid() {
     assert!(census.reaped_orphans().iter().any(|o| o.pid == daemon.pid));
 }
 
-#[test]
 fn same_tick_impostor_matches_the_victims_start_time() {
-    skip_without_worlds!();
     let w = open_world();
     let victim = WorldCommand::new("/bin/sleep").arg("1000");
     let argv: Vec<String> = victim.argv().to_vec();
@@ -168,9 +154,7 @@ fn same_tick_impostor_matches_the_victims_start_time() {
     assert_eq!(w.census().unwrap().process(imp.pid).unwrap().argv, argv);
 }
 
-#[test]
 fn same_tick_staging_reports_not_staged_when_impossible() {
-    skip_without_worlds!();
     let w = open_world();
     // An impostor that fails to exec can never be staged: typed error, no panic.
     let err = w
@@ -197,9 +181,7 @@ fn same_tick_staging_reports_not_staged_when_impossible() {
     );
 }
 
-#[test]
 fn same_tick_success_rate_is_reported() {
-    skip_without_worlds!();
     let w = open_world();
     let victim = WorldCommand::new("/bin/sleep").arg("1000");
     let mut first_try = 0;
@@ -229,9 +211,7 @@ fn same_tick_success_rate_is_reported() {
     assert!(staged > 0);
 }
 
-#[test]
 fn missing_impostor_binary_is_a_typed_error() {
-    skip_without_worlds!();
     let w = doppel_harness::World::open(doppel_harness::WorldOptions {
         impostor_program: Some("/nonexistent/doppel-impostor".into()),
         ..common::options()
@@ -246,9 +226,7 @@ fn missing_impostor_binary_is_a_typed_error() {
     }
 }
 
-#[test]
 fn same_tick_is_not_staged_when_the_victim_outlives_its_tick() {
-    skip_without_worlds!();
     let w = open_world();
     // The victim only reports ready after 30 ms (three ticks at CLK_TCK 100),
     // so an impostor forked after it can never share its start time.
@@ -278,9 +256,7 @@ fn same_tick_is_not_staged_when_the_victim_outlives_its_tick() {
     assert_eq!(c.processes().len(), 1, "{:?}", c.processes());
 }
 
-#[test]
 fn replacing_waits_while_the_pid_names_a_live_process_group() {
-    skip_without_worlds!();
     let w = open_world();
     // A group leader whose member outlives it: the leader's PID stays
     // allocated (as the group's ID) until the member dies too.
@@ -307,9 +283,7 @@ fn replacing_waits_while_the_pid_names_a_live_process_group() {
     assert_eq!(imp.pid, leader.pid);
 }
 
-#[test]
 fn same_tick_staging_works_through_ns_last_pid_too() {
-    skip_without_worlds!();
     let w = doppel_harness::World::open(doppel_harness::WorldOptions {
         force_ns_last_pid: true,
         ..common::options()
@@ -321,9 +295,7 @@ fn same_tick_staging_works_through_ns_last_pid_too() {
     assert_eq!(w.proc_stat(s.pid).unwrap().start_time, s.victim_start);
 }
 
-#[test]
 fn replacing_a_group_held_pid_works_through_ns_last_pid_too() {
-    skip_without_worlds!();
     let w = doppel_harness::World::open(doppel_harness::WorldOptions {
         force_ns_last_pid: true,
         ..common::options()
@@ -351,3 +323,22 @@ fn replacing_a_group_held_pid_works_through_ns_last_pid_too() {
         .unwrap();
     assert_eq!(imp.pid, leader.pid);
 }
+
+world_main!(
+    Need::Worlds => [
+        unrelated_impostor_logs_signals_and_survives,
+        same_argv_impostor_has_the_victims_cmdline,
+        prefix_id_impostor_carries_the_longer_id,
+        same_exe_impostor_runs_the_given_executable,
+        replacing_a_victim_takes_its_pid,
+        replacing_an_orphaned_daemon_takes_its_pid,
+        same_tick_impostor_matches_the_victims_start_time,
+        same_tick_staging_reports_not_staged_when_impossible,
+        same_tick_success_rate_is_reported,
+        missing_impostor_binary_is_a_typed_error,
+        same_tick_is_not_staged_when_the_victim_outlives_its_tick,
+        replacing_waits_while_the_pid_names_a_live_process_group,
+        same_tick_staging_works_through_ns_last_pid_too,
+        replacing_a_group_held_pid_works_through_ns_last_pid_too,
+    ],
+);

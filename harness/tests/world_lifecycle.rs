@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{open_world, options, skip_without_worlds};
+use common::{Need, open_world, options, world_main};
 use doppel_harness::{World, WorldCommand};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -17,9 +17,7 @@ fn processes_in_ns(ns: u64) -> Vec<i32> {
         .collect()
 }
 
-#[test]
 fn drop_leaves_no_process_behind() {
-    skip_without_worlds!();
     let w = open_world();
     let ns = w.pid_ns_inode();
     assert_ne!(ns, 0);
@@ -47,9 +45,7 @@ fn drop_leaves_no_process_behind() {
     assert!(!workdir.exists(), "work dir removed");
 }
 
-#[test]
 fn explicit_close_reports_success() {
-    skip_without_worlds!();
     let w = open_world();
     let ns = w.pid_ns_inode();
     w.spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
@@ -58,9 +54,7 @@ fn explicit_close_reports_success() {
     assert!(processes_in_ns(ns).is_empty());
 }
 
-#[test]
 fn world_has_private_proc_and_tmpfs() {
-    skip_without_worlds!();
     let w = open_world();
     let root = w.root().to_string_lossy().into_owned();
     let exit = w
@@ -85,9 +79,7 @@ fn world_has_private_proc_and_tmpfs() {
     assert!(!w.root().join("f").exists());
 }
 
-#[test]
 fn many_worlds_at_once_are_independent() {
-    skip_without_worlds!();
     let worlds: Vec<World> = (0..4).map(|_| World::open(options()).unwrap()).collect();
     let pid = doppel_harness::Pid::new(777).unwrap();
     for w in &worlds {
@@ -100,8 +92,6 @@ fn many_worlds_at_once_are_independent() {
     assert_eq!(inodes.len(), 4);
 }
 
-#[test]
-#[ignore = "helper process for world_dies_with_its_harness (run only by that test)"]
 fn helper_hold_world_until_stdin_closes() {
     use std::io::{Read, Write};
     let w = open_world();
@@ -124,10 +114,8 @@ impl Drop for ChildGuard {
     }
 }
 
-#[test]
 fn world_dies_with_its_harness() {
     use std::io::BufRead;
-    skip_without_worlds!();
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -187,9 +175,7 @@ fn world_dies_with_its_harness() {
     assert_eq!(processes_in_ns(ns), Vec::<i32>::new());
 }
 
-#[test]
 fn world_processes_are_not_in_the_harness_process_group() {
-    skip_without_worlds!();
     let w = open_world();
     let s = w
         .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
@@ -221,9 +207,7 @@ fn world_processes_are_not_in_the_harness_process_group() {
     );
 }
 
-#[test]
 fn bad_world_options_are_typed_errors() {
-    skip_without_worlds!();
     if common::caps().per_ns_pid_max.is_available() {
         let err = World::open(doppel_harness::WorldOptions {
             pid_max: Some(1),
@@ -247,17 +231,7 @@ fn bad_world_options_are_typed_errors() {
     );
 }
 
-#[test]
 fn cgroup_unified_can_be_unmounted_inside_the_world_only() {
-    skip_without_worlds!();
-    let on_host = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split_whitespace().nth(4) == Some("/sys/fs/cgroup/unified"));
-    if !on_host {
-        eprintln!("SKIPPED: no /sys/fs/cgroup/unified mount on this host");
-        return;
-    }
     let w = World::open(doppel_harness::WorldOptions {
         unmount_cgroup_unified: true,
         ..options()
@@ -279,7 +253,6 @@ fn cgroup_unified_can_be_unmounted_inside_the_world_only() {
     assert!(still, "still mounted on the host");
 }
 
-#[test]
 fn a_stale_init_is_refused_with_a_clear_error() {
     use std::os::unix::fs::PermissionsExt;
     // A fake init that answers Ready without a protocol version, like one
@@ -310,3 +283,24 @@ fn a_stale_init_is_refused_with_a_clear_error() {
     );
     assert!(err.to_string().contains("cargo build --workspace"), "{err}");
 }
+
+world_main!(
+    Need::Worlds => [
+        drop_leaves_no_process_behind,
+        explicit_close_reports_success,
+        world_has_private_proc_and_tmpfs,
+        many_worlds_at_once_are_independent,
+        world_dies_with_its_harness,
+        world_processes_are_not_in_the_harness_process_group,
+        bad_world_options_are_typed_errors,
+    ],
+    Need::HelperProcess => [
+        helper_hold_world_until_stdin_closes,
+    ],
+    Need::CgroupUnified => [
+        cgroup_unified_can_be_unmounted_inside_the_world_only,
+    ],
+    Need::Nothing => [
+        a_stale_init_is_refused_with_a_clear_error,
+    ],
+);

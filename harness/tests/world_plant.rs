@@ -2,13 +2,11 @@
 
 mod common;
 
-use common::{open_world, skip_without_worlds};
+use common::{Need, open_world, world_main};
 use doppel_harness::plant::{DEFAULT_OVERSIZED, Plant, PlantError};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
-#[test]
 fn every_plant_kind_creates_what_it_says() {
-    skip_without_worlds!();
     let w = open_world();
     let p = w
         .plant(
@@ -119,9 +117,7 @@ fn every_plant_kind_creates_what_it_says() {
     }
 }
 
-#[test]
 fn planted_files_are_visible_inside_the_world() {
-    skip_without_worlds!();
     let w = open_world();
     let p = w.plant("state/empty", &Plant::Empty).unwrap();
     let exit = w
@@ -136,9 +132,7 @@ fn planted_files_are_visible_inside_the_world() {
     assert_eq!(exit.stdout.bytes, b"yes\n");
 }
 
-#[test]
 fn paths_outside_the_world_are_typed_errors() {
-    skip_without_worlds!();
     let w = open_world();
     for bad in ["/etc/passwd", "../escape", "a/../../b", ""] {
         let err = w.plant(bad, &Plant::Empty).unwrap_err();
@@ -149,3 +143,11 @@ fn paths_outside_the_world_are_typed_errors() {
         assert!(w.host_path(bad).is_err());
     }
 }
+
+world_main!(
+    Need::Worlds => [
+        every_plant_kind_creates_what_it_says,
+        planted_files_are_visible_inside_the_world,
+        paths_outside_the_world_are_typed_errors,
+    ],
+);

@@ -2,13 +2,11 @@
 
 mod common;
 
-use common::{open_world, skip_without_worlds};
+use common::{Need, open_world, world_main};
 use doppel_harness::{ExitStatus, Pid, RemoteError, Signal, WorldCommand, WorldError};
 use std::time::Duration;
 
-#[test]
 fn run_captures_output_and_status() {
-    skip_without_worlds!();
     let w = open_world();
     let exit = w
         .run(
@@ -24,9 +22,7 @@ fn run_captures_output_and_status() {
     assert!(!exit.stdout.truncated);
 }
 
-#[test]
 fn processes_see_world_pids() {
-    skip_without_worlds!();
     let w = open_world();
     let exit = w
         .run(
@@ -41,9 +37,7 @@ fn processes_see_world_pids() {
     assert_eq!(lines.next(), Some("1"), "parent is the world's init");
 }
 
-#[test]
 fn spawn_at_hits_the_exact_pid_200_times() {
-    skip_without_worlds!();
     let w = open_world();
     let cmd = WorldCommand::new("/bin/true");
     for i in 0..200 {
@@ -55,9 +49,7 @@ fn spawn_at_hits_the_exact_pid_200_times() {
     }
 }
 
-#[test]
 fn spawn_at_a_taken_pid_is_a_typed_error() {
-    skip_without_worlds!();
     let w = open_world();
     let sleeper = w
         .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
@@ -78,9 +70,7 @@ fn spawn_at_a_taken_pid_is_a_typed_error() {
     );
 }
 
-#[test]
 fn spawn_at_out_of_range_is_a_typed_error() {
-    skip_without_worlds!();
     let w = open_world();
     let max = w.pid_max();
     for bad in [max, max + 1, i32::MAX] {
@@ -99,9 +89,7 @@ fn spawn_at_out_of_range_is_a_typed_error() {
     assert_eq!(s.pid.get(), max - 1);
 }
 
-#[test]
 fn wait_reports_timeout_then_kill_on_timeout() {
-    skip_without_worlds!();
     let w = open_world();
     let s = w
         .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
@@ -117,9 +105,7 @@ fn wait_reports_timeout_then_kill_on_timeout() {
     assert_eq!(exit.status, ExitStatus::Signaled(Signal::KILL));
 }
 
-#[test]
 fn signal_reaches_world_process() {
-    skip_without_worlds!();
     let w = open_world();
     let s = w
         .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
@@ -129,9 +115,7 @@ fn signal_reaches_world_process() {
     assert_eq!(exit.status, ExitStatus::Signaled(Signal::TERM));
 }
 
-#[test]
 fn exec_failure_and_missing_program_are_typed() {
-    skip_without_worlds!();
     let w = open_world();
     let err = w
         .spawn(&WorldCommand::new("/nonexistent/prog"))
@@ -153,13 +137,7 @@ fn libc_enoent() -> i32 {
     2
 }
 
-#[test]
 fn ns_last_pid_fallback_hits_the_exact_pid_200_times() {
-    skip_without_worlds!();
-    if let Some(r) = common::caps().ns_last_pid.reason() {
-        eprintln!("SKIPPED: ns_last_pid unavailable: {r}");
-        return;
-    }
     let w = doppel_harness::World::open(doppel_harness::WorldOptions {
         force_ns_last_pid: true,
         ..common::options()
@@ -183,13 +161,7 @@ fn ns_last_pid_fallback_hits_the_exact_pid_200_times() {
     );
 }
 
-#[test]
 fn wraparound_placement_reaches_a_recycled_pid() {
-    skip_without_worlds!();
-    if let Some(r) = common::caps().per_ns_pid_max.reason() {
-        eprintln!("SKIPPED: {r}");
-        return;
-    }
     let w = doppel_harness::World::open(doppel_harness::WorldOptions {
         pid_max: Some(1000),
         ..common::options()
@@ -219,9 +191,7 @@ fn wraparound_placement_reaches_a_recycled_pid() {
     );
 }
 
-#[test]
 fn death_by_a_realtime_signal_is_reported_and_reaping_goes_on() {
-    skip_without_worlds!();
     let w = open_world();
     let rt = Signal::new(35).unwrap();
     let s = w
@@ -252,9 +222,7 @@ fn death_by_a_realtime_signal_is_reported_and_reaping_goes_on() {
     panic!("orphan killed by a real-time signal was never reaped");
 }
 
-#[test]
 fn signal_to_a_missing_process_is_typed() {
-    skip_without_worlds!();
     let w = open_world();
     let err = w
         .signal(Pid::new(w.pid_max() - 1).unwrap(), Signal::TERM)
@@ -274,9 +242,7 @@ fn status_field(w: &doppel_harness::World, pid: Pid, key: &str) -> String {
         .to_string()
 }
 
-#[test]
 fn world_processes_get_a_clean_signal_state() {
-    skip_without_worlds!();
     let w = open_world();
     let s = w
         .spawn(&WorldCommand::new("/bin/sleep").arg("1000"))
@@ -286,9 +252,7 @@ fn world_processes_get_a_clean_signal_state() {
     assert_eq!(status_field(&w, s.pid, "SigIgn:"), "0000000000000000");
 }
 
-#[test]
 fn setsid_env_and_cwd_are_applied() {
-    skip_without_worlds!();
     let w = open_world();
     let s = w
         .spawn(&WorldCommand::new("/bin/sleep").arg("1000").setsid(true))
@@ -322,9 +286,7 @@ fn setsid_env_and_cwd_are_applied() {
     assert_eq!(exit.stdout.bytes, b"/tmp\nunset\n");
 }
 
-#[test]
 fn ready_fd_waits_for_the_line_and_times_out_typed() {
-    skip_without_worlds!();
     let w = open_world();
     let s = w
         .spawn(
@@ -360,9 +322,7 @@ fn ready_fd_waits_for_the_line_and_times_out_typed() {
     assert_eq!(s.ready_line, None);
 }
 
-#[test]
 fn absurd_durations_do_not_panic() {
-    skip_without_worlds!();
     let w = open_world();
     let s = w
         .spawn(&WorldCommand::new("/bin/sh").args(["-c", "exit 5"]))
@@ -391,9 +351,7 @@ fn absurd_durations_do_not_panic() {
     assert_eq!(s.ready_line.as_deref(), Some("r"));
 }
 
-#[test]
 fn captured_output_is_capped_and_says_so() {
-    skip_without_worlds!();
     let w = open_world();
     let exit = w
         .run(
@@ -407,9 +365,7 @@ fn captured_output_is_capped_and_says_so() {
     assert!(!exit.stderr.truncated);
 }
 
-#[test]
 fn one_world_serves_many_threads() {
-    skip_without_worlds!();
     let w = open_world();
     std::thread::scope(|scope| {
         for t in 0..4 {
@@ -426,9 +382,7 @@ fn one_world_serves_many_threads() {
     });
 }
 
-#[test]
 fn a_pid_held_by_a_live_group_is_taken_in_both_placement_modes() {
-    skip_without_worlds!();
     for force_ns_last_pid in [false, true] {
         let w = doppel_harness::World::open(doppel_harness::WorldOptions {
             force_ns_last_pid,
@@ -471,3 +425,31 @@ fn a_pid_held_by_a_live_group_is_taken_in_both_placement_modes() {
         );
     }
 }
+
+world_main!(
+    Need::Worlds => [
+        run_captures_output_and_status,
+        processes_see_world_pids,
+        spawn_at_hits_the_exact_pid_200_times,
+        spawn_at_a_taken_pid_is_a_typed_error,
+        spawn_at_out_of_range_is_a_typed_error,
+        wait_reports_timeout_then_kill_on_timeout,
+        signal_reaches_world_process,
+        exec_failure_and_missing_program_are_typed,
+        death_by_a_realtime_signal_is_reported_and_reaping_goes_on,
+        signal_to_a_missing_process_is_typed,
+        world_processes_get_a_clean_signal_state,
+        setsid_env_and_cwd_are_applied,
+        ready_fd_waits_for_the_line_and_times_out_typed,
+        absurd_durations_do_not_panic,
+        captured_output_is_capped_and_says_so,
+        one_world_serves_many_threads,
+        a_pid_held_by_a_live_group_is_taken_in_both_placement_modes,
+    ],
+    Need::NsLastPid => [
+        ns_last_pid_fallback_hits_the_exact_pid_200_times,
+    ],
+    Need::PerNsPidMax => [
+        wraparound_placement_reaches_a_recycled_pid,
+    ],
+);
