@@ -22,7 +22,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::process::PidfdFlags;
@@ -533,10 +533,24 @@ pub fn verify_with_pidfd(req: &VerifyRequest<'_>) -> ProcessIdentity {
         // more, and /proc (≈ 2/3 of a verification's cost) is not read.
         return alive_or_dead(pid, pidfd);
     }
+    // The pidfd pins a live process: a /proc read that fails now says
+    // nothing about identity (EACCES under hidepid, a race with exit), so it
+    // is dead only if the pidfd says so, else unverifiable — never "dead"
+    // on a guess, which would have recovery mark a live box stopped.
+    let unreadable = |path: &Path, e: &dyn std::fmt::Display, pidfd: &OwnedFd| {
+        if pidfd_exited(pidfd) {
+            absent(AbsentReason::Dead)
+        } else {
+            ProcessIdentity::Legacy {
+                pid,
+                reason: format!("{}: cannot read: {e}", path.display()),
+            }
+        }
+    };
     let stat_path = PathBuf::from(format!("/proc/{pid}/stat"));
     let found = match fsread::read_proc(&stat_path, 4096) {
         Ok(b) => parse_stat_start_time(&b),
-        Err(_) => return absent(AbsentReason::Dead),
+        Err(e) => return unreadable(&stat_path, &e, &pidfd),
     };
     match found {
         Some(st) if st == rec.start_time => {}
@@ -556,8 +570,15 @@ pub fn verify_with_pidfd(req: &VerifyRequest<'_>) -> ProcessIdentity {
         }
     }
     // Fallback without pidfs: the shim's argv names its box exactly.
-    let cmdline =
-        fsread::read_proc(&PathBuf::from(format!("/proc/{pid}/cmdline")), 4096).unwrap_or_default();
+    let cmdline_path = PathBuf::from(format!("/proc/{pid}/cmdline"));
+    let cmdline = match fsread::read_proc(&cmdline_path, 4096) {
+        Ok(b) => b,
+        Err(e) => return unreadable(&cmdline_path, &e, &pidfd),
+    };
+    // A zombie's cmdline is empty: it is dead, not someone else.
+    if cmdline.is_empty() && pidfd_exited(&pidfd) {
+        return absent(AbsentReason::Dead);
+    }
     if cmdline.split(|&b| b == 0).nth(1) != Some(req.id.as_str().as_bytes()) {
         return absent(AbsentReason::Recycled {
             evidence: format!("argv[1] is not exactly {:?}", req.id.as_str()),

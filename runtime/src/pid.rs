@@ -29,24 +29,14 @@ impl Pid {
         }
     }
 
-    /// Wraps any raw value without the range check. refbox never calls
-    /// this; it exists so fixture runtimes can model a runtime that lacks
-    /// the `pid > 1` check (and so prove the suite catches it).
-    pub fn from_raw_unvalidated(value: i32) -> Self {
-        Pid(value)
-    }
-
     /// The raw value.
     pub fn get(self) -> i32 {
         self.0
     }
 
-    /// As a rustix pid (`None` only for an unvalidated 0).
+    /// As a rustix pid.
     pub fn to_rustix(self) -> rustix::process::Pid {
-        // Validated pids are >= 2; an unvalidated 0 maps to an impossible
-        // pid so nothing is targeted by accident.
-        rustix::process::Pid::from_raw(self.0)
-            .unwrap_or_else(|| rustix::process::Pid::from_raw(i32::MAX).expect("nonzero"))
+        rustix::process::Pid::from_raw(self.0).expect("a Pid is >= 2")
     }
 }
 

@@ -7,7 +7,7 @@
 //! the child exits detaches it (still reaped, status discarded).
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -35,7 +35,7 @@ struct Inner {
     table: Mutex<Table>,
     changed: Condvar,
     wake_tx: OwnedFd,
-    reap: fn(&[Pid]) -> Vec<(Pid, ExitStatus)>,
+    reap: ReapFn,
 }
 
 impl Inner {
@@ -43,6 +43,11 @@ impl Inner {
         let _ = rustix::io::write(&self.wake_tx, &[1]);
     }
 }
+
+/// How a reaper reaps: given the registered children whose pidfds polled
+/// readable (exited), reap what it can and return their statuses. The pidfd
+/// is what names the child: its number may already be someone else's.
+pub type ReapFn = fn(&[(Pid, BorrowedFd<'_>)]) -> Vec<(Pid, ExitStatus)>;
 
 /// A scoped reaper. Dropping it stops its thread promptly.
 pub struct Reaper {
@@ -89,7 +94,7 @@ pub enum ReaperError {
 
 impl Reaper {
     /// Starts a reaper thread that reaps with `reap`.
-    pub fn new(reap: fn(&[Pid]) -> Vec<(Pid, ExitStatus)>) -> Result<Self, ReaperError> {
+    pub fn new(reap: ReapFn) -> Result<Self, ReaperError> {
         let (rx, tx) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
@@ -250,11 +255,11 @@ fn run(inner: &Inner, wake_rx: OwnedFd) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => return,
         }
-        let ready: Vec<Pid> = waiting
+        let ready: Vec<(Pid, BorrowedFd<'_>)> = waiting
             .iter()
             .zip(&fds[1..])
             .filter(|(_, p)| !p.revents().is_empty())
-            .map(|((pid, _), _)| *pid)
+            .map(|((pid, fd), _)| (*pid, fd.as_fd()))
             .collect();
         drop(fds);
         let mut buf = [0u8; 64];
@@ -275,9 +280,9 @@ fn run(inner: &Inner, wake_rx: OwnedFd) {
         }
         // A ready pid the strategy did not reap was reaped elsewhere (its
         // pidfd stays readable forever): mark it lost so we stop polling it.
-        for pid in ready
+        for (pid, _) in ready
             .iter()
-            .filter(|p| !reaped.iter().any(|(r, _)| r == *p))
+            .filter(|(p, _)| !reaped.iter().any(|(r, _)| r == p))
         {
             let gone = table.slots.get(pid).is_some_and(|slot| {
                 let opts = rustix::process::WaitIdOptions::EXITED

@@ -72,6 +72,12 @@ pub enum ShimError {
     /// A file write failed.
     #[error(transparent)]
     Write(#[from] fswrite::WriteError),
+    /// The shim is PID 1 of its namespace: its record could never be acted on.
+    #[error("the shim runs as pid {pid} (a namespace's init): refusing to supervise")]
+    Pid1 {
+        /// Its pid.
+        pid: u32,
+    },
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> ShimError {
@@ -103,7 +109,11 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
     handled.extend([start, group_kill]);
     let sigfd = SignalFd::new(&handled).map_err(io_err("signalfd"))?;
 
-    let me = Pid::new(i64::from(std::process::id())).expect("own pid > 1");
+    // As PID 1 (the init of a PID namespace) the shim would record a pid no
+    // refbox command may ever signal: refuse to supervise instead.
+    let me = Pid::new(i64::from(std::process::id())).map_err(|_| ShimError::Pid1 {
+        pid: std::process::id(),
+    })?;
     let exe = std::fs::read_link("/proc/self/exe").map_err(io_err("readlink /proc/self/exe"))?;
     let log = Path::new(layout::LOG_DIR);
     {
@@ -164,7 +174,7 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
                 None => return Ok(128 + sig), // stopped before start: nothing to record
                 // The group is pinned by the unreaped payload leader.
                 Some(p) => {
-                    let _ = sys::kill_raw(-p.pid.get(), sig);
+                    let _ = sys::kill_group(p.pid, sig);
                 }
             }
         }
@@ -283,7 +293,7 @@ fn finish(p: Payload) -> Result<i32, ShimError> {
         WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
     )
     .map_err(|e| io_err("waitid")(e.into()))?;
-    let _ = sys::kill_raw(-p.pid.get(), libc::SIGKILL);
+    let _ = sys::kill_group(p.pid, libc::SIGKILL);
     let raw = rustix::process::waitpid(
         Some(p.pid.to_rustix()),
         rustix::process::WaitOptions::empty(),

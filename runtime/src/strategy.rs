@@ -7,6 +7,7 @@
 //! find by name.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::process::ExitStatus;
 
@@ -49,10 +50,10 @@ pub struct Strategies {
     /// The shim's argv after `refbox-shim`. Default [`shim_args_id_only`].
     /// Naive: secrets as flags.
     pub shim_args: fn(&BoxId, &ShimConfig) -> Vec<String>,
-    /// Reaps exited children among `registered`. Default
-    /// [`reap_registered`] (`waitpid(pid, WNOHANG)` per pid). Naive:
-    /// `waitpid(-1)`, which steals other children's statuses.
-    pub reap: fn(&[Pid]) -> Vec<(Pid, ExitStatus)>,
+    /// Reaps exited children among the registered ones. Default
+    /// [`reap_registered`] (`waitid` on each pidfd). Naive: `waitpid(-1)`,
+    /// which steals other children's statuses.
+    pub reap: crate::reaper::ReapFn,
 }
 
 impl Default for Strategies {
@@ -94,16 +95,72 @@ pub fn shim_args_id_only(id: &BoxId, _config: &ShimConfig) -> Vec<String> {
     vec![id.as_str().to_string()]
 }
 
-/// `waitpid(pid, WNOHANG)` for each registered pid, never `waitpid(-1)`.
-pub fn reap_registered(registered: &[Pid]) -> Vec<(Pid, ExitStatus)> {
-    use std::os::unix::process::ExitStatusExt;
+/// `waitid(P_PIDFD, WEXITED | WNOHANG)` for each registered child, never
+/// `waitpid(-1)`: only the children this runtime spawned are reaped, and
+/// through their pidfds, so not even a reused pid number can be mistaken
+/// for one of them.
+pub fn reap_registered(ready: &[(Pid, BorrowedFd<'_>)]) -> Vec<(Pid, ExitStatus)> {
+    use rustix::process::{WaitId, WaitIdOptions};
     let mut out = Vec::new();
-    for &pid in registered {
-        if let Ok(Some((_, status))) =
-            rustix::process::waitpid(Some(pid.to_rustix()), rustix::process::WaitOptions::NOHANG)
-        {
-            out.push((pid, ExitStatus::from_raw(status.as_raw())));
+    for &(pid, fd) in ready {
+        if let Ok(Some(status)) = rustix::process::waitid(
+            WaitId::PidFd(fd),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        ) {
+            out.push((pid, exit_status_of(&status)));
         }
     }
     out
+}
+
+/// A `waitid` status as the `ExitStatus` std builds from a wait status.
+fn exit_status_of(status: &rustix::process::WaitIdStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    let raw = match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) if status.exited() => (code & 0xff) << 8,
+        (_, Some(sig)) => sig | if status.dumped() { 0x80 } else { 0 },
+        _ => 0,
+    };
+    ExitStatus::from_raw(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// Reaps `child` through its pidfd with the default strategy.
+    fn reap(child: &std::process::Child) -> Vec<(Pid, ExitStatus)> {
+        let pid = Pid::new(i64::from(child.id())).unwrap();
+        let fd = rustix::process::pidfd_open(pid.to_rustix(), rustix::process::PidfdFlags::empty())
+            .unwrap();
+        assert!(crate::identity::wait_pidfd(
+            &fd,
+            std::time::Duration::from_secs(10)
+        ));
+        reap_registered(&[(pid, fd.as_fd())])
+    }
+
+    #[test]
+    fn reaps_through_the_pidfd_with_code_or_signal() {
+        let mut exits = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 5"])
+            .spawn()
+            .unwrap();
+        let got = reap(&exits);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.code(), Some(5));
+        assert!(exits.wait().is_err(), "already reaped");
+
+        let mut killed = std::process::Command::new("/bin/sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        killed.kill().unwrap();
+        let got = reap(&killed);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(got[0].1.signal(), Some(libc::SIGKILL));
+        // Reaped: std's own wait now finds no child.
+        assert!(killed.wait().is_err());
+    }
 }

@@ -40,12 +40,14 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     }
 }
 
-/// `kill(pid, sig)` on a raw pid. refbox never uses it for boxes (it signals
-/// through pidfds); it is here for the shim's own process-group forwarding,
-/// where `pgid` is the payload's group, pinned by the unreaped payload.
-pub fn kill_raw(pid: i32, sig: i32) -> io::Result<()> {
+/// `kill(-pgid, sig)`: signals a whole process group. refbox never uses it
+/// for boxes (it signals through pidfds); it is the shim's own forwarding to
+/// its payload's group, whose leader (the payload, the shim's unreaped
+/// child) pins the group id. A `Pid` is ≥ 2, so this can never be
+/// `kill(-1)` (everything) or `kill(0)` (the caller's own group).
+pub(crate) fn kill_group(pgid: crate::pid::Pid, sig: i32) -> io::Result<()> {
     // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    let r = unsafe { libc::kill(pid, sig) };
+    let r = unsafe { libc::kill(-pgid.get(), sig) };
     if r == 0 {
         Ok(())
     } else {

@@ -46,7 +46,7 @@ fn eight_failed_inits_leave_no_zombies() {
 }
 
 /// The naive reaper, for showing that the test below can fail.
-fn reap_any(_registered: &[Pid]) -> Vec<(Pid, ExitStatus)> {
+fn reap_any(_ready: &[(Pid, std::os::fd::BorrowedFd<'_>)]) -> Vec<(Pid, ExitStatus)> {
     let mut out = Vec::new();
     // rustix's waitpid(None) is waitpid(0) (own group); wait() is wait4(-1).
     while let Ok(Some((pid, st))) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
