@@ -6,9 +6,19 @@
 //! (so none is lost) → write `log/.sentinel` → check the payload program
 //! exists → print `ready` on stdout (then stdout is /dev/null) → wait for the
 //! start signal (or start at once) → run the payload in its own process
-//! group with PDEATHSIG=SIGKILL → forward TERM/INT/HUP/QUIT/USR1/USR2/ABRT to
-//! that group (and SIGKILL it on the group-kill request) → when the payload ends: SIGKILL what is left of its group,
-//! reap it, write `exit` keeping the old one as `exit.previous`, exit 0.
+//! group with PDEATHSIG=SIGKILL, plus a *group guard* in that group →
+//! forward TERM/INT/HUP/QUIT/USR1/USR2/ABRT to that group (and SIGKILL it on
+//! the group-kill request) → when the payload ends: SIGKILL what is left of
+//! its group, reap it and the guard, write `exit` keeping the old one as
+//! `exit.previous`, exit 0.
+//!
+//! The guard (`refbox-guard`, this executable re-run with `--guard`) is
+//! what keeps the promise "if the shim dies, the payload dies with it"
+//! without cgroups: PDEATHSIG reaches only the payload's first process, so
+//! when the shim is SIGKILLed the guard, which polls the shim's pidfd and
+//! ignores every catchable signal, SIGKILLs the whole payload group
+//! (grandchildren included), itself last. Being a member, it also pins the
+//! group id, so that kill can never reach a reused group.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -171,7 +181,16 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
                 sig
             };
             match &payload {
-                None => return Ok(128 + sig), // stopped before start: nothing to record
+                None => {
+                    // Stopped before start: the record says so, so `state`
+                    // shows why a created box is gone.
+                    write_exit(
+                        None,
+                        Some(sig),
+                        Some(format!("signal {sig} before start: the payload never ran")),
+                    )?;
+                    return Ok(128 + sig);
+                }
                 // The group is pinned by the unreaped payload leader.
                 Some(p) => {
                     let _ = sys::kill_group(p.pid, sig);
@@ -188,6 +207,8 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
 struct Payload {
     pid: Pid,
     pidfd: std::os::fd::OwnedFd,
+    /// The group guard, when it could be started.
+    guard: Option<Pid>,
 }
 
 fn say_ready() -> Result<(), ShimError> {
@@ -282,7 +303,68 @@ fn spawn_payload(program: &Path, config: &ShimConfig, me: Pid) -> Result<Payload
         });
     }
     drop(child);
-    Ok(Payload { pid, pidfd })
+    let guard = spawn_guard(pid, me);
+    Ok(Payload { pid, pidfd, guard })
+}
+
+/// argv\[1\] of the group guard (`refbox-shim --guard`, shown as
+/// `refbox-guard`).
+pub const GUARD_FLAG: &str = "--guard";
+
+/// Starts the group guard in the payload's group `pgid`. Best effort: a
+/// payload that already ended leaves no group to join, and the shim's own
+/// group kill still covers the normal ends; what is lost without a guard is
+/// only the cleanup after the shim itself is SIGKILLed.
+fn spawn_guard(pgid: Pid, me: Pid) -> Option<Pid> {
+    use std::os::unix::process::CommandExt;
+    let own = rustix::process::pidfd_open(me.to_rustix(), PidfdFlags::empty()).ok()?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("refbox-guard")
+        .arg(GUARD_FLAG)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    sys::install_guard_hook(&mut cmd, own.as_fd(), pgid);
+    let child = cmd.spawn().ok()?;
+    Pid::new(i64::from(child.id())).ok()
+}
+
+/// The group guard's life: wait until the shim (pidfd at
+/// [`sys::GUARD_PIDFD`]) exits, then SIGKILL the own process group — the
+/// payload's — which ends the guard too. Returns (an error) only when it was
+/// not started by a shim: fd 3 must be a pidfd of this process's parent, so
+/// a guard run by hand never kills its caller's process group.
+pub fn guard_main() -> io::Error {
+    let Some(shim) = sys::take_guard_pidfd() else {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refbox-shim --guard is started by refbox-shim, with its pidfd at fd 3",
+        );
+    };
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", sys::GUARD_PIDFD))
+        .unwrap_or_default();
+    let target = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if target.is_none() || target != parent {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "fd 3 is not a pidfd of this guard's parent shim: refusing to guard",
+        );
+    }
+    loop {
+        let mut fds = [PollFd::new(&shim, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(n) if n > 0 => break,
+            Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return e.into(),
+        }
+    }
+    let _ = rustix::process::kill_current_process_group(rustix::process::Signal::KILL);
+    io::Error::other("still alive after SIGKILL of its own group")
 }
 
 fn finish(p: Payload) -> Result<i32, ShimError> {
@@ -300,6 +382,14 @@ fn finish(p: Payload) -> Result<i32, ShimError> {
     )
     .map_err(|e| io_err("waitpid payload")(e.into()))?
     .map(|(_, s)| s.as_raw());
+    // The guard was in the group and got the SIGKILL too: reap it, so no
+    // zombie of ours outlives the box.
+    if let Some(guard) = p.guard {
+        let _ = rustix::process::waitpid(
+            Some(guard.to_rustix()),
+            rustix::process::WaitOptions::empty(),
+        );
+    }
     let st = std::process::ExitStatus::from_raw(raw.unwrap_or(0));
     write_exit(st.code(), st.signal(), None)?;
     Ok(0)

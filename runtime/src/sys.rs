@@ -133,6 +133,59 @@ pub fn install_payload_hook(cmd: &mut Command, shim_pid: i32) {
     }
 }
 
+/// The fd number at which the group guard finds the shim's pidfd.
+pub const GUARD_PIDFD: std::os::fd::RawFd = 3;
+
+/// Prepares the group guard child (between fork and exec): it joins the
+/// payload's process group `pgid` (so the group id stays pinned while the
+/// guard lives and `kill(0)` reaches exactly that group), gets the shim's
+/// pidfd at [`GUARD_PIDFD`] without close-on-exec, and blocks every
+/// signal, so signals the shim forwards to the group do not end it (only
+/// SIGKILL, which cannot be blocked, does).
+pub fn install_guard_hook(cmd: &mut Command, shim_pidfd: BorrowedFd<'_>, pgid: crate::pid::Pid) {
+    let raw = shim_pidfd.as_raw_fd();
+    let pgid = pgid.to_rustix();
+    // SAFETY: async-signal-safe only: setpgid, dup2/fcntl on fds we own,
+    // sigfillset, sigprocmask; no allocation, no locks. `raw` is the
+    // parent's pidfd, kept open by the caller until spawn returns, so it is
+    // open in the child too; `set` is a local on the child's stack,
+    // initialised by sigfillset before sigprocmask reads it.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setpgid(None, Some(pgid)).map_err(io::Error::from)?;
+            let src = BorrowedFd::borrow_raw(raw);
+            if raw == GUARD_PIDFD {
+                rustix::io::fcntl_setfd(src, rustix::io::FdFlags::empty())
+                    .map_err(io::Error::from)?;
+            } else {
+                let mut dst = OwnedFd::from_raw_fd(GUARD_PIDFD);
+                let r = rustix::io::dup2(src, &mut dst).map_err(io::Error::from);
+                // Not ours to close: the fd number must stay open for exec.
+                std::mem::forget(dst);
+                r?;
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of the fd at [`GUARD_PIDFD`] if one is open there (the
+/// pidfd a shim handed its group guard); `None` when nothing is.
+pub fn take_guard_pidfd() -> Option<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) on a raw number touches no memory and just
+    // fails (EBADF) when nothing is open there.
+    let open = unsafe { libc::fcntl(GUARD_PIDFD, libc::F_GETFD) } != -1;
+    // SAFETY: the fd is open (checked above), and in the guard nothing else
+    // owns it: the shim's hook put it there for exactly this process, which
+    // takes it once.
+    open.then(|| unsafe { OwnedFd::from_raw_fd(GUARD_PIDFD) })
+}
+
 /// A signalfd for a set of signals, which are blocked for the calling thread
 /// so they arrive only through the fd. Used by the single-threaded shim.
 #[derive(Debug)]

@@ -145,6 +145,27 @@ fn kill_forwards_to_payload_and_exit_is_recorded() {
 }
 
 #[test]
+fn kill_before_start_records_why_the_created_box_ended() {
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("c").unwrap();
+    rt.create(&opts("c", &["sleep", "100"])).unwrap();
+    assert_eq!(rt.state(&id).unwrap().status, Status::Created);
+    assert!(matches!(
+        rt.kill(&id, libc::SIGTERM).unwrap(),
+        KillOutcome::Signalled { .. }
+    ));
+    let s = rt.wait_stopped(&id).unwrap();
+    let exit = s
+        .exit
+        .expect("an exit record for a box stopped before start");
+    assert_eq!(exit.signal, Some(libc::SIGTERM));
+    assert!(exit.note.unwrap_or_default().contains("never ran"));
+    assert!(matches!(rt.delete(&id, false), Ok(())));
+}
+
+#[test]
 fn delete_refuses_running_without_force() {
     let _guard = common::Reaped::new();
     let (_tmp, root) = common::root();

@@ -615,6 +615,46 @@ fn kill_takes_the_payload_group() -> R {
     Ok(())
 }
 
+/// The shim itself SIGKILLed from outside (the OOM killer, a careless
+/// admin): its payload, grandchildren included, must not outlive it
+/// (PDEATHSIG for the payload, and the shim's process group), and `state`
+/// then says stopped.
+fn shim_sigkilled_takes_its_payload() -> R {
+    let s = Scene::open()?;
+    let shim = s.run_box("p", &["sh", "-c", "sleep 1000 & wait"])?;
+    let deadline = std::time::Instant::now() + T;
+    let payload = |s: &Scene| -> Result<Vec<Pid>, Failed> {
+        Ok(s.w
+            .census()?
+            .processes()
+            .iter()
+            .filter(|p| p.argv.first().is_some_and(|a| a == "sleep" || a == "sh"))
+            .map(|p| p.stat.pid)
+            .collect())
+    };
+    while payload(&s)?.len() < 2 {
+        check(
+            std::time::Instant::now() < deadline,
+            "payload and grandchild never started",
+        )?;
+    }
+    s.w.signal(shim, doppel_harness::Signal::KILL)?;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let left = payload(&s)?;
+        if left.is_empty() {
+            break;
+        }
+        check(
+            std::time::Instant::now() < deadline,
+            format!("payload outlived its SIGKILLed shim: pids {left:?}"),
+        )?;
+    }
+    let st = s.state("p")?;
+    check_eq(&st["status"], "stopped", "status after the shim died")?;
+    Ok(())
+}
+
 /// The CLI killed at each named failpoint (REFBOX_FAILPOINT): the box, if
 /// any, stays readable and `delete --force` cleans it up; nothing is orphaned.
 fn failpoints_leave_recoverable_state() -> R {
@@ -757,6 +797,10 @@ fn main() {
             kill_takes_the_payload_group,
         ),
         ("crash::failpoints", failpoints_leave_recoverable_state),
+        (
+            "crash::shim_sigkilled_takes_its_payload",
+            shim_sigkilled_takes_its_payload,
+        ),
         (
             "identity::fallback_is_weaker_against_same_tick_same_argv",
             fallback_is_weaker_against_same_tick_same_argv,

@@ -1,12 +1,19 @@
 //! `refbox-shim <box_id> [--label TEXT]...`: one box's supervisor. Started by
 //! `refbox create`/`run`/`start` with the box dir as cwd and its
 //! configuration on stdin; not meant to be run by hand. `--label` values are
-//! ignored annotations (never secrets).
+//! ignored annotations (never secrets). `refbox-shim --guard` is the payload
+//! group's guard a shim starts (see `refbox::shim`), not for use by hand.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(refbox::shim::GUARD_FLAG) {
+        // The payload group's guard (see refbox::shim): returns only on error.
+        let e = refbox::shim::guard_main();
+        eprintln!("refbox-guard: {e}");
+        return ExitCode::from(2);
+    }
     let Some(Ok(id)) = args.first().map(|a| refbox::BoxId::new(a)) else {
         refbox::shim::say_error(
             "usage: refbox-shim <box_id> [--label TEXT]... (configuration on stdin)",
