@@ -151,6 +151,18 @@ pub enum HelperError {
         /// Peer pid.
         pid: i32,
     },
+    /// A non-root peer asked about a box (or box cgroup) it does not own.
+    #[error("box {id}: {path} belongs to uid {owner}, not to the caller (uid {uid}): refused")]
+    NotYourBox {
+        /// Box id.
+        id: String,
+        /// The dir whose owner decided.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The peer's uid.
+        uid: u32,
+    },
     /// The request is malformed.
     #[error("bad request: {detail}")]
     BadRequest {
@@ -190,6 +202,7 @@ impl HelperError {
             HelperError::NotVerified { .. } => "not-verified",
             HelperError::NoCgroup { .. } => "no-cgroup",
             HelperError::PeerRefused { .. } => "peer-refused",
+            HelperError::NotYourBox { .. } => "not-your-box",
             HelperError::BadRequest { .. } => "bad-request",
             HelperError::SocketInUse { .. } => "socket-in-use",
             HelperError::Io { .. } | HelperError::Dir(_) => "io",
@@ -551,7 +564,11 @@ pub fn execute(
     match req {
         Request::Prepare { id } => {
             let id = box_id(id)?;
+            // The box must be the caller's (its dir under the root, which
+            // `create` made before asking), and so must an existing cgroup.
+            owned_by(&id, &cfg.state_root.join(id.as_str()), uid, false)?;
             let Some(dir) = cg(&id) else { return Ok(ok) };
+            owned_by(&id, &dir, uid, true)?;
             match std::fs::create_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) => return Err(io_err(&dir, "mkdir")(e)),
@@ -577,6 +594,9 @@ pub fn execute(
             let id = box_id(id)?;
             let pid = target(*pid)?;
             let dir = cg(&id);
+            if let Some(dir) = &dir {
+                owned_by(&id, dir, uid, true)?;
+            }
             let pidfd = (s.authorize)(&Authorize {
                 id: &id,
                 pid,
@@ -592,6 +612,9 @@ pub fn execute(
             let id = box_id(id)?;
             let pid = target(*pid)?;
             let dir = cg(&id);
+            if let Some(dir) = &dir {
+                owned_by(&id, dir, uid, true)?;
+            }
             let pidfd = (s.authorize)(&Authorize {
                 id: &id,
                 pid,
@@ -620,10 +643,34 @@ pub fn execute(
         Request::Remove { id } => {
             let id = box_id(id)?;
             if let Some(dir) = cg(&id) {
+                owned_by(&id, &dir, uid, true)?;
                 remove_cgroup(&dir)?;
             }
             Ok(ok)
         }
+    }
+}
+
+/// A non-root peer acts only on what it owns: `path` (a box dir, or a box
+/// cgroup, which `Prepare` chowns to the caller) must be a dir of `uid`
+/// (lstat: a symlink is nobody's box). `missing_ok`: a path that does not
+/// exist yet (a cgroup before `Prepare`, after `Remove`) refuses nothing.
+fn owned_by(id: &BoxId, path: &Path, uid: u32, missing_ok: bool) -> Result<(), HelperError> {
+    if uid == 0 {
+        return Ok(());
+    }
+    match rustix::fs::lstat(path) {
+        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() && st.st_uid == uid => {
+            Ok(())
+        }
+        Ok(st) => Err(HelperError::NotYourBox {
+            id: id.to_string(),
+            path: path.to_path_buf(),
+            owner: st.st_uid,
+            uid,
+        }),
+        Err(rustix::io::Errno::NOENT) if missing_ok => Ok(()),
+        Err(e) => Err(io_err(path, "lstat")(e.into())),
     }
 }
 
@@ -891,6 +938,51 @@ mod tests {
         drop(theirs);
         let e = handle(&cfg, me.wrapping_add(1), &ours).unwrap_err();
         assert_eq!(e.kind(), "bad-request", "{e}");
+    }
+
+    #[test]
+    fn a_peer_cannot_prepare_or_remove_another_uids_box() {
+        // Box dir and box cgroup (a plain dir standing in) owned by uid
+        // 4242; the peer is uid 4343, or root, or 4242 itself.
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let cgroups = t.path().join("cg");
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::create_dir_all(cgroups.join("b")).unwrap();
+        let own = |p: &Path, uid| {
+            rustix::fs::chown(p, Some(rustix::fs::Uid::from_raw(uid)), None).unwrap();
+        };
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("chown needs root: only the root-peer half of this test runs");
+        } else {
+            own(&root.join("b"), 4242);
+            own(&cgroups.join("b"), 4242);
+        }
+        let cfg = HelperConfig {
+            socket: PathBuf::from("/nonexistent"),
+            state_root: root.clone(),
+            cgroup_root: Some(cgroups.clone()),
+            allowed_uids: vec![4242, 4343],
+            strategies: HelperStrategies::default(),
+        };
+        let prepare = Request::Prepare { id: "b".into() };
+        let remove = Request::Remove { id: "b".into() };
+        if rustix::process::geteuid().is_root() {
+            for req in [&prepare, &remove] {
+                let e = execute(&cfg, 4343, 4343, req).unwrap_err();
+                assert_eq!(e.kind(), "not-your-box", "{req:?}: {e}");
+            }
+            assert!(
+                cgroups.join("b").exists(),
+                "nothing removed for the wrong peer"
+            );
+            // The owner may (Prepare chowns cgroup.procs: absent in a plain dir).
+            let e = execute(&cfg, 4242, 4242, &prepare).unwrap_err();
+            assert_eq!(e.kind(), "io", "got past ownership: {e}");
+        }
+        // Root may act on any box (remove of a plain dir: cgroup.kill fails).
+        let e = execute(&cfg, 0, 0, &remove).unwrap_err();
+        assert_eq!(e.kind(), "io", "{e}");
     }
 
     #[test]
