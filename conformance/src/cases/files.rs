@@ -146,16 +146,21 @@ pub(crate) fn fifo_record(s: &mut Scene<'_>) -> Verdict {
 
 pub(crate) fn symlink_record(s: &mut Scene<'_>) -> Verdict {
     let live = live_box(s, "healthy")?;
-    live_box(s, "linked")?;
     let mut problems = Vec::new();
     let mut outside = Vec::new();
-    for kind in [FileKind::State, FileKind::Identity] {
+    // One box per record kind, so each link is judged on its own: a runtime
+    // whose other records disagree with the linked one must not pass by luck.
+    for (kind, id) in [
+        (FileKind::State, "linked-state"),
+        (FileKind::Identity, "linked-identity"),
+    ] {
         let Some(src) = s.path(kind, "healthy") else {
             continue;
         };
-        let dst = s.path(kind, "linked").expect("same template as healthy");
+        live_box(s, id)?;
+        let dst = s.path(kind, id).expect("same template as healthy");
         // A copy of the live box's record outside the root: a runtime that
-        // follows the link would take `linked` for the live box.
+        // follows the link would take the box for the live one.
         let out = s.outside_path(&format!("outside-{kind}"));
         let bytes = s.read(&src)?;
         s.write(&out, &bytes)?;
@@ -166,25 +171,26 @@ pub(crate) fn symlink_record(s: &mut Scene<'_>) -> Verdict {
             },
         )?;
         outside.push((out.clone(), s.fingerprint(&out)?));
+        let (run, st) = s.state(id)?;
+        if st.is_some_and(|st| st.status == Some(Status::Running)) {
+            problems.push(format!(
+                "state followed the symlinked {kind} record and reported `{id}` running: {}",
+                run.summary()
+            ));
+        }
+        s.op(Operation::List, None, &[])?;
+        s.op(Operation::Recover, None, &[])?;
+        s.delete(id, true)?;
+        if s.census()?.get(live).is_none() {
+            problems.push(format!(
+                "delete --force of `{id}` killed the healthy box's process {live} through the symlinked {kind} record"
+            ));
+            break;
+        }
     }
     if outside.is_empty() {
         return Err(NotStaged(
             "adapter declares neither files.state nor identity.file".into(),
-        ));
-    }
-    let (run, st) = s.state("linked")?;
-    if st.is_some_and(|st| st.status == Some(Status::Running)) {
-        problems.push(format!(
-            "state followed the symlinked records and reported `linked` running: {}",
-            run.summary()
-        ));
-    }
-    s.op(Operation::List, None, &[])?;
-    s.op(Operation::Recover, None, &[])?;
-    s.delete("linked", true)?;
-    if s.census()?.get(live).is_none() {
-        problems.push(format!(
-            "delete --force of `linked` killed the healthy box's process {live} through the symlinked record"
         ));
     }
     for (path, fp) in outside {
