@@ -2,7 +2,7 @@
 # A deliberately naive runtime, the way many get written first: a pid file
 # and `kill -0` for liveness, `kill $(cat pid)` to stop, whatever is on disk
 # trusted as is. The suite's own tests run the catalog against it to prove
-# that cases fail when a runtime makes these mistakes (see ../sensitivity.rs).
+# that cases fail when a runtime makes these mistakes (see ../world_outcomes.rs).
 # It only ever runs inside a doppel world.
 set -u
 root=$1
