@@ -4,9 +4,16 @@
 //! regular file, owned by the expected uid, no larger than the cap; then read
 //! through `take(cap + 1)` so a file growing after the fstat still cannot make
 //! us read more than the cap. A 4 GiB sparse file costs one open and one fstat.
+//!
+//! Files under the state root are opened relative to an fd of the root
+//! ([`FileRef`], `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): no
+//! component may be a symlink or lead outside, and the kernel walks two
+//! components (`<id>/<file>`) instead of the whole path — in `list` of many
+//! boxes, path lookup was the largest single cost.
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -119,38 +126,88 @@ fn kind_name(ft: FileType) -> &'static str {
     }
 }
 
-/// Opens without following symlinks and without blocking on FIFOs.
-fn open_nofollow(path: &Path) -> Result<File, ReadError> {
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    match rustix::fs::open(path, flags, Mode::empty()) {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(rustix::io::Errno::NOENT) => Err(ReadError::NotFound {
+/// A file under a directory held open: `rel` is resolved beneath `dir`;
+/// `path` is the same file's full path, for errors (and for strategies that
+/// open by path).
+#[derive(Debug, Clone, Copy)]
+pub struct FileRef<'a> {
+    /// The directory (the state root).
+    pub dir: BorrowedFd<'a>,
+    /// The file, relative to `dir` (e.g. `box-1/state.json`).
+    pub rel: &'a Path,
+    /// The file's full path.
+    pub path: &'a Path,
+}
+
+const READ_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY);
+
+fn open_error(path: &Path, e: rustix::io::Errno) -> ReadError {
+    match e {
+        rustix::io::Errno::NOENT => ReadError::NotFound {
             path: path.to_path_buf(),
-        }),
-        Err(rustix::io::Errno::LOOP) => Err(ReadError::Symlink {
+        },
+        // ELOOP: a symlink (final component, or any with RESOLVE_NO_SYMLINKS);
+        // EXDEV: RESOLVE_BENEATH refused a way out.
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => ReadError::Symlink {
             path: path.to_path_buf(),
-        }),
-        Err(e) => Err(ReadError::Io {
+        },
+        e => ReadError::Io {
             path: path.to_path_buf(),
             source: e.into(),
-        }),
+        },
     }
+}
+
+/// Opens without following symlinks and without blocking on FIFOs.
+fn open_nofollow(path: &Path) -> Result<File, ReadError> {
+    rustix::fs::open(path, READ_FLAGS, Mode::empty())
+        .map(File::from)
+        .map_err(|e| open_error(path, e))
+}
+
+/// Opens `f.rel` beneath `f.dir`, no symlink on the way. Kernels without
+/// `openat2` (before 5.6) get `openat` with `O_NOFOLLOW`, which refuses a
+/// symlink as the last component only (callers check box dirs with lstat).
+fn open_beneath(f: &FileRef<'_>) -> Result<File, ReadError> {
+    use rustix::fs::ResolveFlags;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let fd: Result<OwnedFd, _> =
+        match rustix::fs::openat2(f.dir, f.rel, READ_FLAGS, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::NOSYS) => {
+                rustix::fs::openat(f.dir, f.rel, READ_FLAGS, Mode::empty())
+            }
+            r => r,
+        };
+    fd.map(File::from).map_err(|e| open_error(f.path, e))
 }
 
 /// Reads a state file: regular, owned by `owner_uid`, at most `cap` bytes.
 pub fn read_capped(path: &Path, cap: u64, owner_uid: u32) -> Result<Vec<u8>, ReadError> {
-    read_checked(path, cap, Some(owner_uid))
+    read_checked(open_nofollow(path)?, path, cap, Some(owner_uid))
+}
+
+/// [`read_capped`] of a file beneath a directory fd (see [`FileRef`]):
+/// refbox's reader of everything under its root.
+pub fn read_capped_in(f: &FileRef<'_>, cap: u64, owner_uid: u32) -> Result<Vec<u8>, ReadError> {
+    read_checked(open_beneath(f)?, f.path, cap, Some(owner_uid))
 }
 
 /// Reads a user-given input file (`--env-file`, `--secret-file`): symlinks
 /// are refused too, any owner is accepted.
 pub fn read_user_input(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
-    read_checked(path, cap, None)
+    read_checked(open_nofollow(path)?, path, cap, None)
 }
 
-fn read_checked(path: &Path, cap: u64, owner_uid: Option<u32>) -> Result<Vec<u8>, ReadError> {
-    let file = open_nofollow(path)?;
+fn read_checked(
+    file: File,
+    path: &Path,
+    cap: u64,
+    owner_uid: Option<u32>,
+) -> Result<Vec<u8>, ReadError> {
     let st = rustix::fs::fstat(&file).map_err(|e| ReadError::Io {
         path: path.to_path_buf(),
         source: e.into(),

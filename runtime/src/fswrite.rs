@@ -194,6 +194,23 @@ pub fn remove_dir(path: &Path) -> Result<(), WriteError> {
 /// directory, owned by `uid`, not group- or world-writable.
 pub fn check_private_dir(path: &Path, uid: u32) -> Result<(), WriteError> {
     let st = rustix::fs::lstat(path).map_err(io_err(path, "lstat"))?;
+    judge_private_dir(&st, path, uid)
+}
+
+/// [`check_private_dir`] of `rel` beneath the open directory `dir` (one
+/// `fstatat` without following; `path` names it in errors).
+pub fn check_private_dir_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    rel: &Path,
+    path: &Path,
+    uid: u32,
+) -> Result<(), WriteError> {
+    let st = rustix::fs::statat(dir, rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(io_err(path, "lstat"))?;
+    judge_private_dir(&st, path, uid)
+}
+
+fn judge_private_dir(st: &rustix::fs::Stat, path: &Path, uid: u32) -> Result<(), WriteError> {
     let ft = FileType::from_raw_mode(st.st_mode);
     if ft == FileType::Symlink {
         return Err(WriteError::Symlink {

@@ -358,6 +358,8 @@ impl LoadedBox {
 /// A refbox runtime over one root.
 pub struct Runtime {
     layout: Layout,
+    /// The root, held open (`O_PATH`): box files are opened beneath it.
+    root_fd: std::os::fd::OwnedFd,
     uid: u32,
     strategies: Strategies,
     shim_path: PathBuf,
@@ -410,7 +412,23 @@ impl Runtime {
             }
         }
         fswrite::check_private_dir(root, uid).map_err(refuse)?;
+        let root_fd = rustix::fs::open(
+            root,
+            rustix::fs::OFlags::PATH
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            refuse(WriteError::Io {
+                path: root.to_path_buf(),
+                op: "open",
+                source: e.into(),
+            })
+        })?;
         Ok(Runtime {
+            root_fd,
             layout: Layout::new(root),
             uid,
             strategies,
@@ -493,8 +511,18 @@ impl Runtime {
         self.reaper.get().is_none_or(|r| r.wait_idle(timeout))
     }
 
+    /// A file under the root, for the `read_file` strategy.
+    fn file_ref<'a>(&'a self, path: &'a Path) -> fsread::FileRef<'a> {
+        use std::os::fd::AsFd;
+        fsread::FileRef {
+            dir: self.root_fd.as_fd(),
+            rel: path.strip_prefix(self.layout.root()).unwrap_or(path),
+            path,
+        }
+    }
+
     fn read_opt(&self, path: &Path, cap: u64) -> Result<Option<Vec<u8>>, BoxError> {
-        match (self.strategies.read_file)(path, cap, self.uid) {
+        match (self.strategies.read_file)(&self.file_ref(path), cap, self.uid) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
@@ -521,7 +549,11 @@ impl Runtime {
         };
         self.check_box_dir(id, &dir)?;
         let state_path = dir.join(layout::STATE);
-        let bytes = match (self.strategies.read_file)(&state_path, fsread::STATE_CAP, self.uid) {
+        let bytes = match (self.strategies.read_file)(
+            &self.file_ref(&state_path),
+            fsread::STATE_CAP,
+            self.uid,
+        ) {
             Ok(b) => b,
             Err(e) => return Err(wrap(e.into())),
         };
@@ -719,9 +751,12 @@ impl Runtime {
         self.lock(id)
     }
 
-    /// A box dir must be a private dir of ours (one lstat); missing → no such box.
+    /// A box dir must be a private dir of ours (one lstat, beneath the open
+    /// root); missing → no such box.
     fn check_box_dir(&self, id: &BoxId, dir: &Path) -> Result<(), RuntimeError> {
-        match fswrite::check_private_dir(dir, self.uid) {
+        use std::os::fd::AsFd;
+        let rel = dir.strip_prefix(self.layout.root()).unwrap_or(dir);
+        match fswrite::check_private_dir_at(self.root_fd.as_fd(), rel, dir, self.uid) {
             Ok(()) => Ok(()),
             Err(WriteError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Err(RuntimeError::NoSuchBox { id: id.clone() })

@@ -17,8 +17,10 @@
 //! without cgroups: PDEATHSIG reaches only the payload's first process, so
 //! when the shim is SIGKILLed the guard, which polls the shim's pidfd and
 //! ignores every catchable signal, SIGKILLs the whole payload group
-//! (grandchildren included), itself last. Being a member, it also pins the
-//! group id, so that kill can never reach a reused group.
+//! (grandchildren included), itself too. It is started first and leads the
+//! group the payload joins, so no payload process ever exists unguarded,
+//! and as the leader it pins the group id: the kill can never reach a
+//! reused group.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -193,7 +195,7 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
                 }
                 // The group is pinned by the unreaped payload leader.
                 Some(p) => {
-                    let _ = sys::kill_group(p.pid, sig);
+                    let _ = sys::kill_group(p.pgid, sig);
                 }
             }
         }
@@ -207,6 +209,9 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
 struct Payload {
     pid: Pid,
     pidfd: std::os::fd::OwnedFd,
+    /// The payload's process group: the guard's, or the payload's own when
+    /// no guard could be started.
+    pgid: Pid,
     /// The group guard, when it could be started.
     guard: Option<Pid>,
 }
@@ -269,6 +274,9 @@ fn resolve_program(config: &ShimConfig) -> Result<PathBuf, ShimError> {
 
 fn spawn_payload(program: &Path, config: &ShimConfig, me: Pid) -> Result<Payload, ShimError> {
     use std::os::unix::process::CommandExt;
+    // The guard first, leading a new group the payload then joins: there is
+    // no moment at which payload processes exist unguarded.
+    let guard = spawn_guard(me);
     let output = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -291,7 +299,7 @@ fn spawn_payload(program: &Path, config: &ShimConfig, me: Pid) -> Result<Payload
         })
         .stdout(Stdio::from(output.try_clone().map_err(io_err("dup log"))?))
         .stderr(Stdio::from(output));
-    sys::install_payload_hook(&mut cmd, me.get());
+    sys::install_payload_hook(&mut cmd, me.get(), guard);
     let mut child = cmd.spawn().map_err(io_err("spawn payload"))?;
     let pid = Pid::new(i64::from(child.id())).expect("child pid > 1");
     let pidfd = rustix::process::pidfd_open(pid.to_rustix(), PidfdFlags::empty())
@@ -303,19 +311,24 @@ fn spawn_payload(program: &Path, config: &ShimConfig, me: Pid) -> Result<Payload
         });
     }
     drop(child);
-    let guard = spawn_guard(pid, me);
-    Ok(Payload { pid, pidfd, guard })
+    Ok(Payload {
+        pid,
+        pidfd,
+        pgid: guard.unwrap_or(pid),
+        guard,
+    })
 }
 
 /// argv\[1\] of the group guard (`refbox-shim --guard`, shown as
 /// `refbox-guard`).
 pub const GUARD_FLAG: &str = "--guard";
 
-/// Starts the group guard in the payload's group `pgid`. Best effort: a
-/// payload that already ended leaves no group to join, and the shim's own
-/// group kill still covers the normal ends; what is lost without a guard is
-/// only the cleanup after the shim itself is SIGKILLed.
-fn spawn_guard(pgid: Pid, me: Pid) -> Option<Pid> {
+/// Starts the group guard, the leader of a new process group for the
+/// payload. Best effort: without one (the exec failed) the payload leads
+/// its own group, and the shim's own group kill still covers the normal
+/// ends; what is lost is only the cleanup after the shim itself is
+/// SIGKILLed.
+fn spawn_guard(me: Pid) -> Option<Pid> {
     use std::os::unix::process::CommandExt;
     let own = rustix::process::pidfd_open(me.to_rustix(), PidfdFlags::empty()).ok()?;
     let mut cmd = Command::new("/proc/self/exe");
@@ -325,7 +338,7 @@ fn spawn_guard(pgid: Pid, me: Pid) -> Option<Pid> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    sys::install_guard_hook(&mut cmd, own.as_fd(), pgid);
+    sys::install_guard_hook(&mut cmd, own.as_fd());
     let child = cmd.spawn().ok()?;
     Pid::new(i64::from(child.id())).ok()
 }
@@ -333,8 +346,10 @@ fn spawn_guard(pgid: Pid, me: Pid) -> Option<Pid> {
 /// The group guard's life: wait until the shim (pidfd at
 /// [`sys::GUARD_PIDFD`]) exits, then SIGKILL the own process group — the
 /// payload's — which ends the guard too. Returns (an error) only when it was
-/// not started by a shim: fd 3 must be a pidfd of this process's parent, so
-/// a guard run by hand never kills its caller's process group.
+/// not started by a shim: fd 3 must be a pidfd and the guard must lead its
+/// own process group (the shim's hook makes it so), so a guard run by hand
+/// never kills a group it merely belongs to. (The shim may already be dead
+/// when the guard gets here: its pidfd then polls readable at once.)
 pub fn guard_main() -> io::Error {
     let Some(shim) = sys::take_guard_pidfd() else {
         return io::Error::new(
@@ -344,15 +359,16 @@ pub fn guard_main() -> io::Error {
     };
     let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", sys::GUARD_PIDFD))
         .unwrap_or_default();
-    let target = fdinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("Pid:"))
-        .and_then(|v| v.trim().parse::<i32>().ok());
-    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
-    if target.is_none() || target != parent {
+    if !fdinfo.lines().any(|l| l.starts_with("Pid:")) {
         return io::Error::new(
             io::ErrorKind::InvalidInput,
-            "fd 3 is not a pidfd of this guard's parent shim: refusing to guard",
+            "fd 3 is not a pidfd: refusing to guard",
+        );
+    }
+    if rustix::process::getpgrp() != rustix::process::getpid() {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not the leader of its own process group: refusing to guard",
         );
     }
     loop {
@@ -375,7 +391,7 @@ fn finish(p: Payload) -> Result<i32, ShimError> {
         WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
     )
     .map_err(|e| io_err("waitid")(e.into()))?;
-    let _ = sys::kill_group(p.pid, libc::SIGKILL);
+    let _ = sys::kill_group(p.pgid, libc::SIGKILL);
     let raw = rustix::process::waitpid(
         Some(p.pid.to_rustix()),
         rustix::process::WaitOptions::empty(),

@@ -33,9 +33,11 @@ pub struct Strategies {
     /// Parses `shim.pid`. Default [`crate::identity::parse_record`], which
     /// refuses pids ≤ 1. Naive alternative: accept any integer.
     pub parse_identity: fn(&[u8]) -> Result<IdentityRecord, RecordError>,
-    /// Reads a state file with a cap. Default [`crate::fsread::read_capped`]
-    /// (O_NOFOLLOW|O_NONBLOCK, fstat checks). Naive: `std::fs::read`.
-    pub read_file: fn(&Path, u64, u32) -> Result<Vec<u8>, ReadError>,
+    /// Reads a file under the root with a cap. Default
+    /// [`crate::fsread::read_capped_in`] (beneath the open root, no symlink
+    /// on the way, O_NONBLOCK, fstat checks). Naive: `std::fs::read` of
+    /// the full path.
+    pub read_file: fn(&crate::fsread::FileRef<'_>, u64, u32) -> Result<Vec<u8>, ReadError>,
     /// Replaces a file under the root. Default
     /// [`crate::fswrite::write_atomic`]. Naive: write in place.
     pub write_file: fn(&Path, &str, &[u8]) -> Result<(), WriteError>,
@@ -61,7 +63,7 @@ impl Default for Strategies {
         Strategies {
             verify: crate::identity::verify_with_pidfd,
             parse_identity: crate::identity::parse_record,
-            read_file: crate::fsread::read_capped,
+            read_file: crate::fsread::read_capped_in,
             write_file: crate::fswrite::write_atomic,
             make_dir: crate::fswrite::create_private_dir,
             send_signal: signal_via_pidfd,

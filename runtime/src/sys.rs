@@ -105,18 +105,20 @@ pub fn install_identity_hook(
     }
 }
 
-/// Prepares the payload child (between fork and exec): its own process
-/// group (so the shim can signal all of it), `PR_SET_PDEATHSIG(SIGKILL)` so it
+/// Prepares the payload child (between fork and exec): the group guard's
+/// process group `group`, or a new one of its own without a guard (so the
+/// shim can signal all of it), `PR_SET_PDEATHSIG(SIGKILL)` so it
 /// dies with the shim, an empty signal mask (the shim blocks signals for its
 /// signalfd and masks are inherited across exec), and a check that the shim
 /// did not die before the death signal was armed.
-pub fn install_payload_hook(cmd: &mut Command, shim_pid: i32) {
+pub fn install_payload_hook(cmd: &mut Command, shim_pid: i32, group: Option<crate::pid::Pid>) {
+    let group = group.map(crate::pid::Pid::to_rustix);
     // SAFETY: async-signal-safe only: setpgid, prctl, getppid, sigemptyset,
     // sigprocmask; no allocation, no locks. `set` is a local on the child's
     // stack, initialised by sigemptyset before sigprocmask reads it.
     unsafe {
         cmd.pre_exec(move || {
-            rustix::process::setpgid(None, None).map_err(io::Error::from)?;
+            rustix::process::setpgid(None, group).map_err(io::Error::from)?;
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
                 .map_err(io::Error::from)?;
             if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(shim_pid) {
@@ -136,15 +138,14 @@ pub fn install_payload_hook(cmd: &mut Command, shim_pid: i32) {
 /// The fd number at which the group guard finds the shim's pidfd.
 pub const GUARD_PIDFD: std::os::fd::RawFd = 3;
 
-/// Prepares the group guard child (between fork and exec): it joins the
-/// payload's process group `pgid` (so the group id stays pinned while the
-/// guard lives and `kill(0)` reaches exactly that group), gets the shim's
-/// pidfd at [`GUARD_PIDFD`] without close-on-exec, and blocks every
-/// signal, so signals the shim forwards to the group do not end it (only
-/// SIGKILL, which cannot be blocked, does).
-pub fn install_guard_hook(cmd: &mut Command, shim_pidfd: BorrowedFd<'_>, pgid: crate::pid::Pid) {
+/// Prepares the group guard child (between fork and exec): it leads a new
+/// process group, which the payload then joins (so the group id stays
+/// pinned while the guard lives and its `kill(0)` reaches exactly that
+/// group), gets the shim's pidfd at [`GUARD_PIDFD`] without close-on-exec,
+/// and blocks every signal, so signals the shim forwards to the group do
+/// not end it (only SIGKILL, which cannot be blocked, does).
+pub fn install_guard_hook(cmd: &mut Command, shim_pidfd: BorrowedFd<'_>) {
     let raw = shim_pidfd.as_raw_fd();
-    let pgid = pgid.to_rustix();
     // SAFETY: async-signal-safe only: setpgid, dup2/fcntl on fds we own,
     // sigfillset, sigprocmask; no allocation, no locks. `raw` is the
     // parent's pidfd, kept open by the caller until spawn returns, so it is
@@ -152,7 +153,7 @@ pub fn install_guard_hook(cmd: &mut Command, shim_pidfd: BorrowedFd<'_>, pgid: c
     // initialised by sigfillset before sigprocmask reads it.
     unsafe {
         cmd.pre_exec(move || {
-            rustix::process::setpgid(None, Some(pgid)).map_err(io::Error::from)?;
+            rustix::process::setpgid(None, None).map_err(io::Error::from)?;
             let src = BorrowedFd::borrow_raw(raw);
             if raw == GUARD_PIDFD {
                 rustix::io::fcntl_setfd(src, rustix::io::FdFlags::empty())
