@@ -81,6 +81,8 @@ mod tests {
         #[test]
         fn any_bytes_ok_or_err(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_env_file(&bytes);
+            // The shim decodes its stdin the same way: bytes → Ok or Err.
+            let _ = serde_json::from_slice::<ShimConfig>(&bytes);
         }
 
         #[test]
