@@ -659,8 +659,23 @@ impl<'a> Scene<'a> {
             .is_some_and(|p| p.exit_code.is_some() && p.previous_exit_code.is_some())
     }
 
-    /// Polls `state` until it says one of `want` (deadline [`STATUS_DEADLINE`]).
+    /// Polls `state` until it says one of `want` (deadline
+    /// [`STATUS_DEADLINE`]); a box that never gets there is not staged. For
+    /// scenes where reaching `want` is the runtime's job under test, use
+    /// [`Scene::await_status`].
     pub fn wait_status(&mut self, id: &str, want: &[Status]) -> Result<(), NotStaged> {
+        self.await_status(id, want)?.map_err(NotStaged)
+    }
+
+    /// Polls `state` until it says one of `want` (deadline
+    /// [`STATUS_DEADLINE`]). `Ok(Err(why))` when the box never got there:
+    /// the runtime's answer, for the case to judge; `Err` only when the
+    /// harness could not ask.
+    pub fn await_status(
+        &mut self,
+        id: &str,
+        want: &[Status],
+    ) -> Result<Result<(), String>, NotStaged> {
         let deadline = Instant::now() + STATUS_DEADLINE;
         loop {
             let (run, st) = self.state(id)?;
@@ -669,18 +684,38 @@ impl<'a> Scene<'a> {
                 .and_then(|s| s.status)
                 .is_some_and(|s| want.contains(&s))
             {
-                // Drop the polling noise from the transcript, keep the last answer.
-                return Ok(());
+                return Ok(Ok(()));
             }
             if Instant::now() >= deadline {
-                return Err(NotStaged(format!(
-                    "box {id} did not reach {want:?} within {} s: {}",
+                let want = want
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                return Ok(Err(format!(
+                    "box {id} did not reach {want} within {} s: {}",
                     STATUS_DEADLINE.as_secs(),
                     run.summary()
                 )));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The world path of a file template the case lists among its needs
+    /// ([`crate::catalog::AdapterNeed`]): an adapter without it never gets
+    /// here (the case is not applicable), so `Err` means the case forgot
+    /// the need.
+    pub fn declared_path(&self, kind: FileKind, id: &str) -> Result<String, NotStaged> {
+        self.path(kind, id).ok_or_else(|| {
+            NotStaged(format!(
+                "adapter declares no {} template (the case does not list it among its needs)",
+                match kind {
+                    FileKind::Identity => "identity.file".to_string(),
+                    k => format!("files.{k}"),
+                }
+            ))
+        })
     }
 
     /// The world path of an adapter file template for `id`.

@@ -12,9 +12,7 @@ use crate::scene::{FileKind, Plant, Scene};
 fn planted_record(s: &mut Scene<'_>, id: &str, plant: Plant) -> Result<Vec<String>, NotStaged> {
     live_box(s, "healthy")?;
     live_box(s, id)?;
-    let path = s
-        .path(FileKind::State, id)
-        .ok_or_else(|| NotStaged("adapter declares no files.state".into()))?;
+    let path = s.declared_path(FileKind::State, id)?;
     let what = plant.to_string();
     s.plant(&path, plant)?;
     let before = s.fingerprint(&path)?;
@@ -66,9 +64,7 @@ const RSS_BUDGET_KIB: u64 = 16 * 1024;
 pub(crate) fn oversized_record(s: &mut Scene<'_>) -> Verdict {
     live_box(s, "healthy")?;
     live_box(s, "big")?;
-    let path = s
-        .path(FileKind::State, "big")
-        .ok_or_else(|| NotStaged("adapter declares no files.state".into()))?;
+    let path = s.declared_path(FileKind::State, "big")?;
     let mut problems = Vec::new();
     // Peak RSS of the same commands without the plant: the baseline.
     let mut base = std::collections::BTreeMap::new();
@@ -263,9 +259,7 @@ pub(crate) fn bad_record_isolated(s: &mut Scene<'_>) -> Verdict {
     for (i, plant) in plants.into_iter().enumerate() {
         let id = format!("bad{i}");
         live_box(s, &id)?;
-        let path = s
-            .path(FileKind::State, &id)
-            .ok_or_else(|| NotStaged("adapter declares no files.state".into()))?;
+        let path = s.declared_path(FileKind::State, &id)?;
         let what = plant.to_string();
         s.plant(&path, plant)?;
         for op in [Operation::List, Operation::Recover] {
@@ -310,9 +304,7 @@ pub(crate) fn private_dirs(s: &mut Scene<'_>) -> Verdict {
     // is created: a mode set after mkdir (chmod-after-create) leaves a
     // window in which the dir had group/other bits, and an attribute event.
     live_box(s, "first")?;
-    let dir = s
-        .path(FileKind::BoxDir, "private")
-        .ok_or_else(|| NotStaged("adapter declares no files.box_dir".into()))?;
+    let dir = s.declared_path(FileKind::BoxDir, "private")?;
     let parent = dir
         .rsplit_once('/')
         .map(|(p, _)| p.to_string())

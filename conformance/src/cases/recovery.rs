@@ -67,9 +67,7 @@ pub(crate) fn unverifiable_not_orphaned(s: &mut Scene<'_>) -> Verdict {
     s.write_legacy_identity("legacy", pid)?;
     let rec = s.op(Operation::Recover, None, &[])?;
     let mut problems = Vec::new();
-    let dir = s
-        .path(FileKind::BoxDir, "legacy")
-        .ok_or_else(|| NotStaged("adapter declares no files.box_dir".into()))?;
+    let dir = s.declared_path(FileKind::BoxDir, "legacy")?;
     if !s.exists(&dir) {
         problems.push(format!("recover deleted {dir}: {}", rec.summary()));
     }
@@ -111,6 +109,7 @@ pub(crate) fn crash_evidence_kept(s: &mut Scene<'_>) -> Verdict {
     let previous = s.path(FileKind::ExitPrevious, "crashy");
     let pointers = s.state_reports_exits();
     if (exit.is_none() || previous.is_none()) && !pointers {
+        // Not reached: the case needs AdapterNeed::ExitEvidence.
         return Err(NotStaged(
             "adapter declares neither files.exit + files.exit_previous nor state.exit_code + state.previous_exit_code".into(),
         ));
