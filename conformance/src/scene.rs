@@ -982,14 +982,28 @@ impl<'a> Scene<'a> {
 
     /// Waits until `pid` is gone (deadline), without signalling it.
     pub fn wait_gone(&mut self, pid: i32) -> Result<(), NotStaged> {
+        self.await_gone(pid)?.map_err(NotStaged)
+    }
+
+    /// Waits until `pid` is gone (deadline), without signalling it.
+    /// `Ok(Err(why))` when it is still there at the deadline: for the case
+    /// to judge when ending it was the runtime's job.
+    pub fn await_gone(&mut self, pid: i32) -> Result<Result<(), String>, NotStaged> {
         let deadline = Instant::now() + STATUS_DEADLINE;
-        while self.census()?.get(pid).is_some() {
+        loop {
+            let census = self.census()?;
+            let Some(p) = census.get(pid) else {
+                return Ok(Ok(()));
+            };
             if Instant::now() >= deadline {
-                return Err(NotStaged(format!("pid {pid} did not go away")));
+                return Ok(Err(format!(
+                    "pid {pid} {:?} was still there {} s later",
+                    p.cmdline,
+                    STATUS_DEADLINE.as_secs()
+                )));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(())
     }
 
     /// Places an impostor at `pid`, SIGKILLing whatever holds it first.
