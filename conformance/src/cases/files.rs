@@ -169,9 +169,15 @@ pub(crate) fn symlink_record(s: &mut Scene<'_>) -> Verdict {
         ));
     }
     let (run, st) = s.state("linked")?;
-    if st.is_some_and(|st| st.status == Some(Status::Running)) {
+    if let Some(st) = st.filter(|st| st.status == Some(Status::Running)) {
+        let pid = super::reported_pid(s, st.pid, None)?;
+        let whose = if st.pid == Some(i64::from(live)) {
+            " (the healthy box's)"
+        } else {
+            ""
+        };
         problems.push(format!(
-            "state followed the symlinked records and reported `linked` running: {}",
+            "state followed the symlinked records and reported `linked` running{pid}{whose}: {}",
             run.summary()
         ));
     }

@@ -393,12 +393,24 @@ pub(crate) fn state_problem(
     id: &str,
     allowed: &[Status],
 ) -> Result<Option<String>, NotStaged> {
+    state_problem_with(s, id, allowed, None)
+}
+
+/// [`state_problem`] in a scene with an impostor: a pid `state` reports is
+/// named as the impostor's when it is.
+pub(crate) fn state_problem_with(
+    s: &mut Scene<'_>,
+    id: &str,
+    allowed: &[Status],
+    impostor: Option<&Impostor>,
+) -> Result<Option<String>, NotStaged> {
     let (run, st) = s.state(id)?;
     Ok(match st {
         Some(st) if st.status.is_some_and(|x| allowed.contains(&x)) => None,
         Some(st) => Some(format!(
-            "state {id} said {:?} (allowed: {})",
+            "state {id} said {:?}{} (allowed: {})",
             st.word,
+            reported_pid(s, st.pid, impostor)?,
             allowed
                 .iter()
                 .map(|a| a.to_string())
@@ -410,6 +422,31 @@ pub(crate) fn state_problem(
             run.summary()
         )),
     })
+}
+
+/// ` with pid N` and whose it is, for a pid `state` reported (empty when
+/// it reported none): a runtime author reading a failure needs the PID.
+pub(crate) fn reported_pid(
+    s: &mut Scene<'_>,
+    pid: Option<i64>,
+    impostor: Option<&Impostor>,
+) -> Result<String, NotStaged> {
+    let Some(pid) = pid else {
+        return Ok(String::new());
+    };
+    let whose = if impostor.is_some_and(|i| i64::from(i.pid) == pid) {
+        " (the impostor's)".to_string()
+    } else {
+        let argv = match i32::try_from(pid) {
+            Ok(p) => s.census()?.get(p).map(|p| p.cmdline.clone()),
+            Err(_) => None,
+        };
+        match argv {
+            Some(argv) => format!(" ({argv:?})"),
+            None => " (no such process)".to_string(),
+        }
+    };
+    Ok(format!(" with pid {pid}{whose}"))
 }
 
 /// Builds the outcome from a list of problems.

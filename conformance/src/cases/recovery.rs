@@ -1,7 +1,9 @@
 //! recovery::*: a fresh runtime invocation must classify what it finds on
 //! disk without orphaning, duplicating or wrongly trusting anything.
 
-use super::{impostor_problem, judge, live_box, replace_with_impostor, state_problem};
+use super::{
+    impostor_problem, judge, live_box, replace_with_impostor, state_problem, state_problem_with,
+};
 use crate::adapter::{Operation, Status};
 use crate::catalog::{NotStaged, Verdict};
 use crate::scene::{FileKind, ImpostorKind, Scene};
@@ -90,10 +92,11 @@ pub(crate) fn legacy_record_read(s: &mut Scene<'_>) -> Verdict {
     let imp = replace_with_impostor(s, pid, ImpostorKind::Unrelated)?;
     s.write_legacy_identity("old", imp.pid)?;
     let mut problems = Vec::new();
-    problems.extend(state_problem(
+    problems.extend(state_problem_with(
         s,
         "old",
         &[Status::Unknown, Status::Stopped],
+        Some(&imp),
     )?);
     s.kill("old", "KILL")?;
     problems.extend(impostor_problem(s, &imp)?);
