@@ -352,7 +352,7 @@ pub(crate) fn private_dirs(s: &mut Scene<'_>) -> Verdict {
     let mine = |p: &str| p == dir || p.starts_with(&format!("{dir}/"));
     for (path, mode) in seen.changed.iter().filter(|(p, _)| mine(p)) {
         problems.push(format!(
-            "{path} had its mode, owner or times changed after it was created (now mode {:o}): chmod after creation leaves a window",
+            "{path} had its mode, owner or times set after it was created (mode now {:o}): a mode or owner given after creation leaves a window",
             mode & 0o7777
         ));
     }
