@@ -47,6 +47,92 @@ impl fmt::Display for MachineNeed {
     }
 }
 
+/// A declaration in the adapter file (beyond `[commands]` and
+/// `capabilities`) that a case needs to set its scene: a file template the
+/// harness plants at, a record field it rewrites, a state pointer it reads.
+/// Missing, the case is not applicable, decided when the catalog is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AdapterNeed {
+    /// `files.box_dir`: the box's directory (modes checked, existence judged).
+    BoxDir,
+    /// `files.state`: the state record plants replace.
+    StateFile,
+    /// `files.state` or `identity.file`: records a symlink can replace.
+    StateOrIdentityFile,
+    /// `files.sentinel`: the log sentinel.
+    Sentinel,
+    /// `[identity]`: the record whose pid the harness rewrites.
+    IdentityRecord,
+    /// `identity.start_time`: rewritten for a same-tick scene.
+    IdentityStartTime,
+    /// `identity.boot_id`: rewritten for a record from another boot.
+    IdentityBootId,
+    /// `identity.legacy`: the previous record format.
+    LegacyRecord,
+    /// Where a box's pid is recorded: `[identity]`, else `state` output
+    /// (`commands.state` with `state.pid`).
+    RecordedPid,
+    /// `[helper]`: the commands that start and drive the helper.
+    HelperCommands,
+    /// How a payload ended: `files.exit` + `files.exit_previous`, or
+    /// `state.exit_code` + `state.previous_exit_code`.
+    ExitEvidence,
+}
+
+impl AdapterNeed {
+    /// The key(s) the adapter lacks for this need, if it lacks them.
+    pub fn missing(self, a: &Adapter) -> Option<&'static str> {
+        let files = &a.files;
+        let id = a.identity.as_ref();
+        let state = a.state.as_ref();
+        let present = match self {
+            AdapterNeed::BoxDir => files.box_dir.is_some(),
+            AdapterNeed::StateFile => files.state.is_some(),
+            AdapterNeed::StateOrIdentityFile => files.state.is_some() || id.is_some(),
+            AdapterNeed::Sentinel => files.sentinel.is_some(),
+            AdapterNeed::IdentityRecord => id.is_some(),
+            AdapterNeed::IdentityStartTime => id.is_some_and(|i| i.start_time.is_some()),
+            AdapterNeed::IdentityBootId => id.is_some_and(|i| i.boot_id.is_some()),
+            AdapterNeed::LegacyRecord => id.is_some_and(|i| i.legacy.is_some()),
+            AdapterNeed::RecordedPid => {
+                id.is_some() || (a.has(Operation::State) && state.is_some_and(|s| s.pid.is_some()))
+            }
+            AdapterNeed::HelperCommands => a.helper.is_some(),
+            AdapterNeed::ExitEvidence => {
+                (files.exit.is_some() && files.exit_previous.is_some())
+                    || state
+                        .is_some_and(|s| s.exit_code.is_some() && s.previous_exit_code.is_some())
+            }
+        };
+        (!present).then(|| self.keys())
+    }
+
+    /// The adapter key(s) that satisfy this need, as an adapter author reads them.
+    pub fn keys(self) -> &'static str {
+        match self {
+            AdapterNeed::BoxDir => "files.box_dir",
+            AdapterNeed::StateFile => "files.state",
+            AdapterNeed::StateOrIdentityFile => "files.state or identity.file",
+            AdapterNeed::Sentinel => "files.sentinel",
+            AdapterNeed::IdentityRecord => "[identity]",
+            AdapterNeed::IdentityStartTime => "identity.start_time",
+            AdapterNeed::IdentityBootId => "identity.boot_id",
+            AdapterNeed::LegacyRecord => "identity.legacy",
+            AdapterNeed::RecordedPid => "[identity] or state.pid (with commands.state)",
+            AdapterNeed::HelperCommands => "[helper]",
+            AdapterNeed::ExitEvidence => {
+                "files.exit + files.exit_previous or state.exit_code + state.previous_exit_code"
+            }
+        }
+    }
+}
+
+impl fmt::Display for AdapterNeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.keys())
+    }
+}
+
 /// Evidence that a case failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -140,6 +226,9 @@ pub struct Case {
     pub ops: &'static [Operation],
     /// Adapter capabilities needed.
     pub caps: &'static [RuntimeCapability],
+    /// Other adapter declarations needed (file templates, record fields,
+    /// state pointers).
+    pub needs: &'static [AdapterNeed],
     /// Flaws proven to make this case fail: flawbox flaw names
     /// (`FLAWBOX_FLAW`), or `naive` for the pid-file runtime in
     /// tests/naive. Checked by tests/world_outcomes.rs.
@@ -168,10 +257,20 @@ impl Case {
             .filter(|c| !adapter.declares(**c))
             .map(|c| format!("capability `{c}`"))
             .collect();
-        if ops.is_empty() && caps.is_empty() {
+        let needs: Vec<String> = self
+            .needs
+            .iter()
+            .filter_map(|n| n.missing(adapter).map(str::to_string))
+            .collect();
+        if ops.is_empty() && caps.is_empty() && needs.is_empty() {
             return None;
         }
-        let missing = ops.into_iter().chain(caps).collect::<Vec<_>>().join(", ");
+        let missing = ops
+            .into_iter()
+            .chain(caps)
+            .chain(needs)
+            .collect::<Vec<_>>()
+            .join(", ");
         Some(format!(
             "adapter {} does not declare {missing}",
             adapter.name

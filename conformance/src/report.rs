@@ -55,14 +55,16 @@ pub struct Summary {
     pub not_staged: usize,
 }
 
-/// How many of the run's cases are paired with a flaw shown to make them
-/// fail (the suite's sensitivity).
+/// How many of the run's cases are paired with a flaw (their
+/// `caught_by`) that the suite's own tests (tests/world_outcomes.rs) show
+/// making them fail: a property of the catalog, not measured in the run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sensitivity {
     /// Cases in the run.
     pub cases: usize,
-    /// Of those, cases with at least one flaw (flawbox or the naive runtime)
-    /// that tests/world_outcomes.rs shows failing them.
+    /// Of those, cases paired with at least one flaw (flawbox or the naive
+    /// runtime) that tests/world_outcomes.rs shows failing them. The field
+    /// name is kept for readers of `doppel-report/1`.
     pub proven_to_fail: usize,
 }
 
@@ -229,7 +231,7 @@ pub fn human(report: &Report) -> String {
 
 fn sensitivity_line(s: &Sensitivity) -> String {
     format!(
-        "sensitivity: {}/{} cases are shown to fail against a flawed runtime",
+        "sensitivity: {}/{} cases are paired with a flaw that the suite's tests show they catch (conformance/tests/world_outcomes.rs)",
         s.proven_to_fail, s.cases
     )
 }

@@ -171,6 +171,8 @@ pub fn run_all(cases: &[&'static Case], subject: &Subject, jobs: usize) -> Repor
         machine.missing_all(),
         start.elapsed().as_millis() as u64,
         results.into_iter().map(|(_, r)| r).collect(),
+        // From the catalog (`caught_by`, checked by tests/world_outcomes.rs):
+        // nothing in this run measures it.
         crate::report::Sensitivity {
             cases: cases.len(),
             proven_to_fail: cases.iter().filter(|c| !c.caught_by.is_empty()).count(),
@@ -209,8 +211,18 @@ pub fn libtest_main(args: Arguments, subject: Subject) -> libtest_mimic::Conclus
             // Known at list time: the machine cannot stage it, or the adapter
             // does not declare what it needs. Listed as ignored; run anyway
             // (`--ignored`), it reports the reason.
-            let blocked = machine_blocker(case, &machine).is_some()
-                || case.not_applicable(&subject.adapter).is_some();
+            // The reason goes to stderr (stdout is the listing nextest
+            // parses), as the harness's world tests do.
+            let why = case
+                .not_applicable(&subject.adapter)
+                .map(|why| format!("not applicable: {why}"))
+                .or_else(|| {
+                    machine_blocker(case, &machine).map(|why| format!("not staged: {why}"))
+                });
+            if let Some(why) = &why {
+                eprintln!("ignored {}: {why}", case.id);
+            }
+            let blocked = why.is_some();
             let subject = subject.clone();
             let machine = machine.clone();
             Trial::ignorable_test(case.id, move || {

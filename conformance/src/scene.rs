@@ -659,8 +659,23 @@ impl<'a> Scene<'a> {
             .is_some_and(|p| p.exit_code.is_some() && p.previous_exit_code.is_some())
     }
 
-    /// Polls `state` until it says one of `want` (deadline [`STATUS_DEADLINE`]).
+    /// Polls `state` until it says one of `want` (deadline
+    /// [`STATUS_DEADLINE`]); a box that never gets there is not staged. For
+    /// scenes where reaching `want` is the runtime's job under test, use
+    /// [`Scene::await_status`].
     pub fn wait_status(&mut self, id: &str, want: &[Status]) -> Result<(), NotStaged> {
+        self.await_status(id, want)?.map_err(NotStaged)
+    }
+
+    /// Polls `state` until it says one of `want` (deadline
+    /// [`STATUS_DEADLINE`]). `Ok(Err(why))` when the box never got there:
+    /// the runtime's answer, for the case to judge; `Err` only when the
+    /// harness could not ask.
+    pub fn await_status(
+        &mut self,
+        id: &str,
+        want: &[Status],
+    ) -> Result<Result<(), String>, NotStaged> {
         let deadline = Instant::now() + STATUS_DEADLINE;
         loop {
             let (run, st) = self.state(id)?;
@@ -669,18 +684,38 @@ impl<'a> Scene<'a> {
                 .and_then(|s| s.status)
                 .is_some_and(|s| want.contains(&s))
             {
-                // Drop the polling noise from the transcript, keep the last answer.
-                return Ok(());
+                return Ok(Ok(()));
             }
             if Instant::now() >= deadline {
-                return Err(NotStaged(format!(
-                    "box {id} did not reach {want:?} within {} s: {}",
+                let want = want
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                return Ok(Err(format!(
+                    "box {id} did not reach {want} within {} s: {}",
                     STATUS_DEADLINE.as_secs(),
                     run.summary()
                 )));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The world path of a file template the case lists among its needs
+    /// ([`crate::catalog::AdapterNeed`]): an adapter without it never gets
+    /// here (the case is not applicable), so `Err` means the case forgot
+    /// the need.
+    pub fn declared_path(&self, kind: FileKind, id: &str) -> Result<String, NotStaged> {
+        self.path(kind, id).ok_or_else(|| {
+            NotStaged(format!(
+                "adapter declares no {} template (the case does not list it among its needs)",
+                match kind {
+                    FileKind::Identity => "identity.file".to_string(),
+                    k => format!("files.{k}"),
+                }
+            ))
+        })
     }
 
     /// The world path of an adapter file template for `id`.
@@ -712,11 +747,34 @@ impl<'a> Scene<'a> {
 
     /// A root inside a world-writable parent.
     pub fn loose_root(&mut self) -> Result<String, NotStaged> {
-        let parent = self.outside_path("loose");
+        self.root_in_parent("loose", 0o777, None)
+    }
+
+    /// A state root `<parent>/root` whose parent (a fresh dir outside the
+    /// runtime's root, named `name`) has `mode` and, when `owner` is given,
+    /// that uid and gid: the parents a runtime must refuse (group- or
+    /// world-writable, owned by someone else). `Err` when the harness
+    /// cannot make it (e.g. no second uid is mapped in the world).
+    pub fn root_in_parent(
+        &mut self,
+        name: &str,
+        mode: u32,
+        owner: Option<u32>,
+    ) -> Result<String, NotStaged> {
+        let parent = self.outside_path(name);
         let host = self.world.host_path(&parent);
         std::fs::create_dir_all(&host).map_err(|e| io(&host, e))?;
-        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777))
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
             .map_err(|e| io(&host, e))?;
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&host, Some(uid), Some(uid)).map_err(|e| io(&host, e))?;
+        }
+        let m = std::fs::metadata(&host).map_err(|e| io(&host, e))?;
+        self.transcript.push(format!(
+            "made {parent} mode {:o} owner {}",
+            m.mode() & 0o7777,
+            m.uid()
+        ));
         Ok(format!("{parent}/root"))
     }
 
@@ -818,17 +876,14 @@ impl<'a> Scene<'a> {
         self.walk_modes_inner(dir)
     }
 
-    /// Starts watching a world dir for metadata changes (chmod, chown) of
-    /// the entries created in it: a mode set after creation shows up as an
-    /// attribute event, one given at creation does not.
-    pub fn watch_attrib(&self, dir: &str) -> Result<AttribWatch, NotStaged> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let h = self.host(dir);
-        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(|e| io(&h, e.into()))?;
-        ino.add_watch(&h, AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_CREATE)
-            .map_err(|e| io(&h, e.into()))?;
-        Ok(AttribWatch { ino })
+    /// Starts watching a world dir, and every dir created under it while
+    /// the watch runs, for metadata changes (chmod, chown) of the entries
+    /// created in them: a mode set after creation shows up as an attribute
+    /// event, one given at creation does not. A thread follows new dirs as
+    /// they appear, so entries made in a new dir before its watch is set
+    /// are not covered; [`TreeWatch::finish`] names them.
+    pub fn watch_attrib_tree(&self, dir: &str) -> Result<TreeWatch, NotStaged> {
+        TreeWatch::start(dir.trim_end_matches('/').to_string(), self.host(dir))
     }
 
     /// Starts watching a world dir for writes into the files in it
@@ -947,14 +1002,28 @@ impl<'a> Scene<'a> {
 
     /// Waits until `pid` is gone (deadline), without signalling it.
     pub fn wait_gone(&mut self, pid: i32) -> Result<(), NotStaged> {
+        self.await_gone(pid)?.map_err(NotStaged)
+    }
+
+    /// Waits until `pid` is gone (deadline), without signalling it.
+    /// `Ok(Err(why))` when it is still there at the deadline: for the case
+    /// to judge when ending it was the runtime's job.
+    pub fn await_gone(&mut self, pid: i32) -> Result<Result<(), String>, NotStaged> {
         let deadline = Instant::now() + STATUS_DEADLINE;
-        while self.census()?.get(pid).is_some() {
+        loop {
+            let census = self.census()?;
+            let Some(p) = census.get(pid) else {
+                return Ok(Ok(()));
+            };
             if Instant::now() >= deadline {
-                return Err(NotStaged(format!("pid {pid} did not go away")));
+                return Ok(Err(format!(
+                    "pid {pid} {:?} was still there {} s later",
+                    p.cmdline,
+                    STATUS_DEADLINE.as_secs()
+                )));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(())
     }
 
     /// Places an impostor at `pid`, SIGKILLing whatever holds it first.
@@ -1067,34 +1136,144 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A watch from [`Scene::watch_attrib`].
+/// A watch from [`Scene::watch_attrib_tree`]; ends with
+/// [`TreeWatch::finish`] (or when dropped).
 #[derive(Debug)]
-pub struct AttribWatch {
-    ino: nix::sys::inotify::Inotify,
+pub struct TreeWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<TreeSeen>>,
 }
 
-impl AttribWatch {
-    /// Names of the entries whose metadata changed after they were created
-    /// (attribute events seen so far; drains the queue).
-    pub fn changed_after_creation(&self) -> Vec<String> {
-        use nix::sys::inotify::AddWatchFlags;
-        let mut out = Vec::new();
-        while let Ok(events) = self.ino.read_events() {
-            if events.is_empty() {
-                break;
-            }
-            for e in events {
-                if e.mask.contains(AddWatchFlags::IN_ATTRIB) {
-                    if let Some(name) = e.name {
-                        let name = name.to_string_lossy().into_owned();
-                        if !out.contains(&name) {
-                            out.push(name);
-                        }
+/// What a [`TreeWatch`] saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeSeen {
+    /// World paths of entries whose mode, owner or times were changed
+    /// after they were created (attribute events that are not a
+    /// truncation), each with its mode then.
+    pub changed: Vec<(String, u32)>,
+    /// World paths of the dirs watched, the top one first.
+    pub watched: Vec<String>,
+    /// World paths of entries that were already in a dir when its watch
+    /// was set: a change of their mode before that is not seen.
+    pub unseen: Vec<String>,
+}
+
+impl TreeWatch {
+    fn start(world_dir: String, host_dir: PathBuf) -> Result<TreeWatch, NotStaged> {
+        use nix::sys::inotify::{InitFlags, Inotify};
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|e| io(&host_dir, e.into()))?;
+        let mut seen = TreeSeen::default();
+        let mut dirs = std::collections::HashMap::new();
+        // The top dir's entries predate the watch by definition: not "unseen".
+        let wd = add_tree_watch(&ino, &host_dir).map_err(|e| io(&host_dir, e))?;
+        dirs.insert(wd, (world_dir.clone(), host_dir));
+        seen.watched.push(world_dir);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
+            loop {
+                let last = flag.load(Ordering::Acquire);
+                {
+                    use std::os::fd::AsFd;
+                    let mut fds = [nix::poll::PollFd::new(
+                        ino.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5u8));
+                }
+                while let Ok(events) = ino.read_events() {
+                    if events.is_empty() {
+                        break;
                     }
+                    for e in events {
+                        tree_event(&ino, &mut dirs, &mut seen, e);
+                    }
+                }
+                // One more drain after the stop request, so nothing queued
+                // before it is lost.
+                if last {
+                    return seen;
+                }
+            }
+        });
+        Ok(TreeWatch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the watch once what is queued is read, and says what it saw.
+    pub fn finish(mut self) -> TreeSeen {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TreeWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn add_tree_watch(
+    ino: &nix::sys::inotify::Inotify,
+    host: &std::path::Path,
+) -> std::io::Result<nix::sys::inotify::WatchDescriptor> {
+    use nix::sys::inotify::AddWatchFlags as F;
+    ino.add_watch(
+        host,
+        F::IN_ATTRIB | F::IN_CREATE | F::IN_MOVED_TO | F::IN_ONLYDIR | F::IN_DONT_FOLLOW,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Handles one event of a [`TreeWatch`]: follows new dirs, notes changes.
+fn tree_event(
+    ino: &nix::sys::inotify::Inotify,
+    dirs: &mut std::collections::HashMap<nix::sys::inotify::WatchDescriptor, (String, PathBuf)>,
+    seen: &mut TreeSeen,
+    e: nix::sys::inotify::InotifyEvent,
+) {
+    use nix::sys::inotify::AddWatchFlags as F;
+    let (Some(name), Some((world, host))) = (e.name, dirs.get(&e.wd).cloned()) else {
+        return;
+    };
+    let name = name.to_string_lossy().into_owned();
+    let (world, host) = (format!("{world}/{name}"), host.join(&name));
+    if e.mask.contains(F::IN_ATTRIB) && !e.mask.contains(F::IN_MODIFY) {
+        // An O_TRUNC open reports a size change with its times (IN_MODIFY
+        // too): not a mode set after creation.
+        let mode = std::fs::symlink_metadata(&host).map_or(0, |m| m.mode());
+        if !seen.changed.iter().any(|(p, _)| *p == world) {
+            seen.changed.push((world.clone(), mode));
+        }
+    }
+    if e.mask.intersects(F::IN_CREATE | F::IN_MOVED_TO) && e.mask.contains(F::IN_ISDIR) {
+        let mut stack = vec![(world, host)];
+        while let Some((w, h)) = stack.pop() {
+            let Ok(wd) = add_tree_watch(ino, &h) else {
+                continue;
+            };
+            if dirs.insert(wd, (w.clone(), h.clone())).is_some() {
+                continue;
+            }
+            seen.watched.push(w.clone());
+            for entry in std::fs::read_dir(&h).into_iter().flatten().flatten() {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                seen.unseen.push(format!("{w}/{n}"));
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((format!("{w}/{n}"), entry.path()));
                 }
             }
         }
-        out
     }
 }
 

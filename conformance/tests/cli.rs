@@ -46,17 +46,29 @@ fn not_applicable_cases_are_listed_as_ignored() {
         .output()
         .expect("doppel runs");
     assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
     let out = String::from_utf8_lossy(&out.stdout);
     for id in [
         "zombies::reaper_scoped",
         "crash::helper_killed",
         "sentinels::stale_log_cleanup",
+        // Declared keys, not only commands and capabilities.
+        "recovery::legacy_record_read",
+        "recovery::crash_evidence_kept",
     ] {
         assert!(
             out.contains(&format!("{id}: test")),
             "{id} not ignored:\n{out}"
         );
     }
+    // The reasons go to stderr; the listing on stdout stays libtest's.
+    for line in [
+        "ignored recovery::legacy_record_read: not applicable: adapter runc does not declare identity.legacy",
+        "ignored recovery::reboot_detected: not applicable: adapter runc does not declare identity.boot_id",
+    ] {
+        assert!(err.contains(line), "{line:?} not on stderr:\n{err}");
+    }
+    assert!(!out.contains("not applicable"), "{out}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use doppel_conformance::catalog::Outcome;
 use doppel_conformance::report::Report;
 use doppel_conformance::world::Machine;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -174,6 +175,80 @@ fn libtest_and_run_agree() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Removes keys from an adapter's TOML.
+type Strip = fn(&mut toml::Table);
+
+/// refbox's adapter with `strip` applied, written to a file.
+fn stripped_refbox(dir: &Path, name: &str, strip: Strip) -> Result<PathBuf, Failed> {
+    let mut t: toml::Table = doppel_conformance::adapter::EMBEDDED_REFBOX
+        .parse()
+        .map_err(|e: toml::de::Error| e.to_string())?;
+    strip(&mut t);
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, toml::to_string(&t).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    t.get_mut(key)
+        .and_then(toml::Value::as_table_mut)
+        .expect("refbox.toml has the table")
+}
+
+/// An adapter that leaves out what a case needs makes the case
+/// not-applicable, named, at list time; never not-staged at run time (the
+/// cases' `needs` are complete). refbox is correct, so what does run passes.
+fn undeclared_keys_are_not_applicable() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let variants: [(&str, Strip); 2] = [
+        // No file templates, a bare identity record, no exit pointers.
+        ("bare-files", |t| {
+            t.remove("files");
+            let id = table(t, "identity");
+            for k in ["start_time", "boot_id", "legacy"] {
+                id.remove(k);
+            }
+            let st = table(t, "state");
+            st.remove("exit_code");
+            st.remove("previous_exit_code");
+        }),
+        // No identity record: pids come from `state`.
+        ("no-identity", |t| {
+            t.remove("identity");
+        }),
+    ];
+    let mut errors = Vec::new();
+    for (name, strip) in variants {
+        let adapter = stripped_refbox(dir.path(), name, strip)?;
+        let adapter = adapter.display().to_string();
+        // crash:: needs nothing beyond commands, and is the slow one.
+        let (r, _) = run_json(&["--adapter", &adapter, "--skip", "crash::"], &[])?;
+        let na = r
+            .cases
+            .iter()
+            .filter(|c| c.outcome.word() == "not-applicable")
+            .count();
+        if na == 0 {
+            errors.push(format!("{name}: no case is not-applicable"));
+        }
+        for c in &r.cases {
+            match &c.outcome {
+                Outcome::NotStaged { why } => {
+                    errors.push(format!("{name}: {} not staged: {why}", c.id))
+                }
+                Outcome::Fail(f) => errors.push(format!("{name}: {} failed: {}", c.id, f.observed)),
+                _ => {}
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n").into())
+    }
+}
+
 /// The flaw only a helper with cgroups can show.
 const CGROUP_FLAW: &str = "helper-forgets-boxes";
 
@@ -194,6 +269,10 @@ fn main() -> std::process::ExitCode {
     let mut trials = vec![
         Trial::test("refbox_passes_every_case", refbox_passes_every_case),
         Trial::test("libtest_and_run_agree", libtest_and_run_agree),
+        Trial::test(
+            "undeclared_keys_are_not_applicable",
+            undeclared_keys_are_not_applicable,
+        ),
     ];
     // A helper that forgets its boxes' cgroups can only be caught where it
     // has cgroups: without a writable cgroup2 the helper runs its fallback.

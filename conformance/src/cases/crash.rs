@@ -101,15 +101,26 @@ pub(crate) fn runtime_killed_mid_op(s: &mut Scene<'_>) -> Verdict {
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
+    // Every sweep's findings count: one sweep that could not be staged
+    // must not hide what the others found.
     let mut problems = Vec::new();
     let mut tallies = Vec::new();
     let mut evidence = Vec::new();
-    for r in results {
-        let sw = r?;
-        problems.extend(sw.problems);
-        evidence.extend(sw.transcript);
-        tallies.push((sw.op, sw.tally));
+    let mut unstaged = Vec::new();
+    for (r, op) in results.into_iter().zip(SweptOp::ALL) {
+        match r {
+            Ok(sw) => {
+                problems.extend(sw.problems);
+                evidence.extend(sw.transcript);
+                tallies.push((sw.op, sw.tally));
+            }
+            Err(e) => unstaged.push(format!("the {op} sweep was not staged: {}", e.0)),
+        }
     }
+    if problems.is_empty() && !unstaged.is_empty() {
+        return Err(NotStaged(unstaged.join("; ")));
+    }
+    problems.extend(unstaged);
     s.staging = Some(summary(&tallies));
     if problems.is_empty() {
         return Ok(Outcome::Pass);
@@ -156,17 +167,26 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
     // rename) is half-written while the write lasts, and a crash then
     // leaves it so, however narrow the window the delays have to hit.
     let cal = format!("{tag}cal");
-    setup(s, op, &cal)?;
+    setup(s, op, &cal)?.map_err(NotStaged)?;
     let watch = match s.path(FileKind::BoxDir, &cal) {
         Some(dir) if op != SweptOp::Create && s.exists(&dir) => Some(s.watch_writes(&dir)?),
         _ => None,
     };
     let (run, end) = crash(s, op, &cal, None)?;
     if !run.success() {
-        return Err(NotStaged(format!(
-            "uninterrupted {op} failed: {}",
+        // A runtime that cannot create a box at all cannot be swept (as
+        // every case that needs a box is not staged); any other operation
+        // failing on the box it was just given is the runtime's failure.
+        if op == SweptOp::Create {
+            return Err(NotStaged(format!(
+                "uninterrupted {op} failed: {}",
+                run.summary()
+            )));
+        }
+        problems.push(format!(
+            "uninterrupted {op} (not killed) failed: {}",
             run.summary()
-        )));
+        ));
     }
     if let Some(w) = watch {
         let records = record_names(s, &cal);
@@ -177,7 +197,9 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
             ));
         }
     }
-    cleanup(s, &cal)?;
+    if let Some(p) = cleanup(s, &cal)? {
+        problems.push(format!("{op} calibration: {p}"));
+    }
     let clean = s.transcript_len();
     let span = end.elapsed_us.max(1) * 6 / 5;
     let mut points: Vec<At> = (0..DELAYS_PER_OP)
@@ -195,7 +217,19 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
     for (n, at) in points.into_iter().enumerate() {
         let id = format!("{tag}{n}");
         let keep = s.transcript_len();
-        setup(s, op, &id)?;
+        // The runtime set this box up before the first crash; failing to
+        // now is what the earlier crashes did to it.
+        if let Err(why) = setup(s, op, &id)? {
+            problems.push(format!(
+                "{op} at {at}: after the earlier crashes the runtime could not set up box {id} (sweep stopped): {why}"
+            ));
+            problems.extend(
+                check_point(s, &id, &mut t)?
+                    .into_iter()
+                    .map(|p| format!("{op} at {at}, after the failed setup: {p}")),
+            );
+            break;
+        }
         let killed = match &at {
             At::Delay(us) => {
                 t.delays += 1;
@@ -253,21 +287,25 @@ fn summary(tallies: &[(SweptOp, Tally)]) -> String {
         .join("; ")
 }
 
-/// Brings box `id` to the state the operation starts from.
-fn setup(s: &mut Scene<'_>, op: SweptOp, id: &str) -> Result<(), NotStaged> {
-    match op {
-        SweptOp::Create => Ok(()),
-        SweptOp::Start => {
-            let r = s.op(Op::Create, Some(id), SLEEPER)?;
-            if r.success() {
-                Ok(())
-            } else {
-                Err(NotStaged(format!("create {id} failed: {}", r.summary())))
-            }
-        }
+/// Brings box `id` to the state the operation starts from. `Ok(Err(why))`
+/// when the runtime refused (for the caller to judge).
+fn setup(s: &mut Scene<'_>, op: SweptOp, id: &str) -> Result<Result<(), String>, NotStaged> {
+    let r = match op {
+        SweptOp::Create => return Ok(Ok(())),
+        SweptOp::Start => s.op(Op::Create, Some(id), SLEEPER)?,
         // `run` (or create + start) returns once the payload runs.
-        SweptOp::Kill | SweptOp::Delete => s.must_run_box(id, SLEEPER),
-    }
+        SweptOp::Kill | SweptOp::Delete => s.run_box(id, SLEEPER)?,
+    };
+    Ok(if r.success() {
+        Ok(())
+    } else {
+        let what = if op == SweptOp::Start {
+            "create"
+        } else {
+            "run"
+        };
+        Err(format!("{what} {id} failed: {}", r.summary()))
+    })
 }
 
 fn crash(
@@ -280,17 +318,21 @@ fn crash(
     s.op_crash(op.op(), id, SLEEPER, sig, delay_us)
 }
 
-/// `delete --force` a calibration box; it must leave nothing.
-fn cleanup(s: &mut Scene<'_>, id: &str) -> Result<(), NotStaged> {
-    s.delete(id, true)?;
+/// `delete --force` a calibration box; it must leave nothing. Returns
+/// what it left (SIGKILLed by the harness so the sweep starts clean).
+fn cleanup(s: &mut Scene<'_>, id: &str) -> Result<Option<String>, NotStaged> {
+    let del = s.delete(id, true)?;
     let left = super::settle_live(s, &[])?;
     if left.is_empty() {
-        Ok(())
-    } else {
-        Err(NotStaged(format!(
-            "delete --force {id} after an uninterrupted run left {left:?}"
-        )))
+        return Ok(None);
     }
+    for (p, _) in &left {
+        let _ = s.kill_process(*p);
+    }
+    Ok(Some(format!(
+        "delete --force {id} after an uninterrupted run left {left:?} ({})",
+        del.summary()
+    )))
 }
 
 /// The checks after one crash; returns the problems found and counts them.

@@ -12,9 +12,7 @@ use crate::scene::{FileKind, Plant, Scene};
 fn planted_record(s: &mut Scene<'_>, id: &str, plant: Plant) -> Result<Vec<String>, NotStaged> {
     live_box(s, "healthy")?;
     live_box(s, id)?;
-    let path = s
-        .path(FileKind::State, id)
-        .ok_or_else(|| NotStaged("adapter declares no files.state".into()))?;
+    let path = s.declared_path(FileKind::State, id)?;
     let what = plant.to_string();
     s.plant(&path, plant)?;
     let before = s.fingerprint(&path)?;
@@ -66,9 +64,7 @@ const RSS_BUDGET_KIB: u64 = 16 * 1024;
 pub(crate) fn oversized_record(s: &mut Scene<'_>) -> Verdict {
     live_box(s, "healthy")?;
     live_box(s, "big")?;
-    let path = s
-        .path(FileKind::State, "big")
-        .ok_or_else(|| NotStaged("adapter declares no files.state".into()))?;
+    let path = s.declared_path(FileKind::State, "big")?;
     let mut problems = Vec::new();
     // Peak RSS of the same commands without the plant: the baseline.
     let mut base = std::collections::BTreeMap::new();
@@ -172,9 +168,15 @@ pub(crate) fn symlink_record(s: &mut Scene<'_>) -> Verdict {
         )?;
         outside.push((out.clone(), s.fingerprint(&out)?));
         let (run, st) = s.state(id)?;
-        if st.is_some_and(|st| st.status == Some(Status::Running)) {
+        if let Some(st) = st.filter(|st| st.status == Some(Status::Running)) {
+            let pid = super::reported_pid(s, st.pid, None)?;
+            let whose = if st.pid == Some(i64::from(live)) {
+                " (the healthy box's)"
+            } else {
+                ""
+            };
             problems.push(format!(
-                "state followed the symlinked {kind} record and reported `{id}` running: {}",
+                "state followed the symlinked {kind} record and reported `{id}` running{pid}{whose}: {}",
                 run.summary()
             ));
         }
@@ -213,12 +215,14 @@ pub(crate) fn garbage_record(s: &mut Scene<'_>) -> Verdict {
     {
         let id = format!("garbage{i}");
         live_box(s, &id)?;
-        let path = s
-            .path(FileKind::State, &id)
-            .ok_or_else(|| NotStaged("adapter declares no files.state".into()))?;
+        let path = s.declared_path(FileKind::State, &id)?;
         let what = plant.to_string();
         s.plant(&path, plant)?;
         let (run, st) = s.state(&id)?;
+        let file = path.rsplit('/').next().unwrap_or(&path).to_string();
+        // The error must name the file (its path or its name): the box id
+        // alone does not tell an operator which file to look at.
+        let names_file = |text: &str| text.contains(&path) || text.contains(&file);
         if run.crashed() {
             problems.push(format!(
                 "state on a {what} record crashed: {}",
@@ -227,27 +231,46 @@ pub(crate) fn garbage_record(s: &mut Scene<'_>) -> Verdict {
         } else if hung(&run) {
             problems.push(format!("state on a {what} record hung"));
         } else if run.success() {
-            if let Some(st) = st.filter(|st| st.status == Some(Status::Running)) {
-                problems.push(format!(
-                    "state on a {what} record reported {:?} instead of an error",
-                    st.word
-                ));
-            }
-        } else {
-            let file = path.rsplit('/').next().unwrap_or(&path);
-            if !run.stderr.contains(file) && !run.stderr.contains(&id) {
-                problems.push(format!(
-                    "the error for a {what} record names neither {file} nor {id}: {}",
+            match st {
+                Some(st) if st.status == Some(Status::Running) => {
+                    let pid = super::reported_pid(s, st.pid, None)?;
+                    problems.push(format!(
+                        "state on a {what} record reported {:?}{pid} instead of an error",
+                        st.word
+                    ));
+                }
+                // Exit 0 is an answer, not an error, unless the answer
+                // carries one naming the file.
+                st if st
+                    .as_ref()
+                    .is_some_and(|st| json_strings(&st.raw).any(names_file)) => {}
+                _ => problems.push(format!(
+                    "state on a {what} record exited 0 with no error naming {file} or {path}: {}",
                     run.summary()
-                ));
+                )),
             }
+        } else if !names_file(&run.stderr) && !names_file(&run.stdout) {
+            problems.push(format!(
+                "the error for a {what} record names neither {file} nor {path}: {}",
+                run.summary()
+            ));
         }
     }
     judge(
-        "garbage records give a typed error naming the file; no panic",
+        "garbage records give an error (non-zero exit, or an error in the answer) naming the file; no panic; never running",
         problems,
         s,
     )
+}
+
+/// Every string in a JSON document (values, recursively).
+fn json_strings(v: &serde_json::Value) -> Box<dyn Iterator<Item = &str> + '_> {
+    match v {
+        serde_json::Value::String(s) => Box::new(std::iter::once(s.as_str())),
+        serde_json::Value::Array(a) => Box::new(a.iter().flat_map(json_strings)),
+        serde_json::Value::Object(o) => Box::new(o.values().flat_map(json_strings)),
+        _ => Box::new(std::iter::empty()),
+    }
 }
 
 pub(crate) fn bad_record_isolated(s: &mut Scene<'_>) -> Verdict {
@@ -269,9 +292,7 @@ pub(crate) fn bad_record_isolated(s: &mut Scene<'_>) -> Verdict {
     for (i, plant) in plants.into_iter().enumerate() {
         let id = format!("bad{i}");
         live_box(s, &id)?;
-        let path = s
-            .path(FileKind::State, &id)
-            .ok_or_else(|| NotStaged("adapter declares no files.state".into()))?;
+        let path = s.declared_path(FileKind::State, &id)?;
         let what = plant.to_string();
         s.plant(&path, plant)?;
         for op in [Operation::List, Operation::Recover] {
@@ -311,25 +332,49 @@ pub(crate) fn bad_record_isolated(s: &mut Scene<'_>) -> Verdict {
     )
 }
 
+/// Parents a state root must not be accepted in: (name, mode, owner, why).
+/// The foreign owner is `nobody`, which a world run as root can chown to.
+const BAD_PARENTS: [(&str, u32, Option<u32>, &str); 3] = [
+    ("loose", 0o777, None, "world-writable"),
+    ("group-writable", 0o775, None, "group-writable"),
+    ("foreign-owned", 0o755, Some(65534), "owned by uid 65534"),
+];
+
 pub(crate) fn private_dirs(s: &mut Scene<'_>) -> Verdict {
-    // A first box makes the root; then watch it while the second box's dir
-    // is created: a mode set after mkdir (chmod-after-create) leaves a
-    // window in which the dir had group/other bits, and an attribute event.
+    // A first box makes the root; then watch it, and every dir made under
+    // it, while the second box is created: a mode set after mkdir or open
+    // (chmod-after-create) leaves a window in which the entry had
+    // group/other bits, and an attribute event.
     live_box(s, "first")?;
-    let dir = s
-        .path(FileKind::BoxDir, "private")
-        .ok_or_else(|| NotStaged("adapter declares no files.box_dir".into()))?;
+    let dir = s.declared_path(FileKind::BoxDir, "private")?;
     let parent = dir
         .rsplit_once('/')
         .map(|(p, _)| p.to_string())
         .ok_or_else(|| NotStaged(format!("{dir} has no parent")))?;
-    let watch = s.watch_attrib(&parent)?;
+    let watch = s.watch_attrib_tree(&parent)?;
     live_box(s, "private")?;
+    let seen = watch.finish();
     let mut problems = Vec::new();
-    let name = dir.rsplit('/').next().unwrap_or_default().to_string();
-    if watch.changed_after_creation().contains(&name) {
+    let mine = |p: &str| p == dir || p.starts_with(&format!("{dir}/"));
+    for (path, mode) in seen.changed.iter().filter(|(p, _)| mine(p)) {
         problems.push(format!(
-            "{dir} had its mode or owner changed after it was created (chmod after mkdir leaves a window)"
+            "{path} had its mode, owner or times set after it was created (mode now {:o}): a mode or owner given after creation leaves a window",
+            mode & 0o7777
+        ));
+    }
+    let unseen: Vec<&String> = seen.unseen.iter().filter(|p| mine(p)).collect();
+    let watched = seen.watched.iter().filter(|p| mine(p)).count();
+    let mut staging = vec![format!(
+        "chmod watch on {parent} and {watched} dir(s) of the box as they appeared"
+    )];
+    if !unseen.is_empty() {
+        staging.push(format!(
+            "made before their dir's watch was set (modes checked, not the window): {}",
+            unseen
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     for (path, mode, is_dir) in s.walk_modes(&dir)? {
@@ -342,17 +387,29 @@ pub(crate) fn private_dirs(s: &mut Scene<'_>) -> Verdict {
             ));
         }
     }
-    // A root inside a world-writable parent must be refused.
-    let loose_root = s.loose_root()?;
-    let run = s.run_box_in_root(&loose_root, "exposed", super::SLEEPER)?;
-    if run.success() {
-        problems.push(format!(
-            "the runtime accepted a root inside a world-writable parent ({loose_root}): {}",
-            run.summary()
-        ));
+    // A root inside a parent others can write to or own must be refused.
+    for (name, mode, owner, why) in BAD_PARENTS {
+        let root = match s.root_in_parent(name, mode, owner) {
+            Ok(r) => r,
+            // Only the foreign owner can be out of reach (no second uid
+            // mapped in a world of an unprivileged user): say so.
+            Err(e) if owner.is_some() => {
+                staging.push(format!("no {why} parent: {}", e.0));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let run = s.run_box_in_root(&root, &format!("exposed-{name}"), super::SLEEPER)?;
+        if run.success() {
+            problems.push(format!(
+                "the runtime accepted a root inside a {why} parent ({root}): {}",
+                run.summary()
+            ));
+        }
     }
+    s.staging = Some(staging.join("; "));
     judge(
-        "runtime dirs 0700 and files 0600; a world-writable parent refused",
+        "runtime dirs 0700 and files 0600 from birth; a group/world-writable or foreign-owned parent refused",
         problems,
         s,
     )

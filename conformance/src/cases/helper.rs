@@ -231,12 +231,18 @@ pub(crate) fn helper_killed(s: &mut Scene<'_>) -> Verdict {
         let before = s.census()?;
         let (run, st) = s.state(id)?;
         let after = s.census()?;
+        let said = match st.as_ref().and_then(|o| o.pid) {
+            Some(p) if p != i64::from(*pid) => format!(" (state's pid {p})"),
+            _ => String::new(),
+        };
         match st.as_ref().and_then(|o| o.status) {
-            Some(Status::Running | Status::Created) if before.get(*pid).is_none() => problems.push(
-                format!("after the helper died, state {id} said running but pid {pid} was gone"),
-            ),
+            Some(Status::Running | Status::Created) if before.get(*pid).is_none() => {
+                problems.push(format!(
+                    "after the helper died, state {id} said running but its recorded pid {pid} was gone{said}"
+                ))
+            }
             Some(Status::Stopped) if after.get(*pid).is_some() => problems.push(format!(
-                "after the helper died, state {id} said stopped but pid {pid} is alive (orphaned)"
+                "after the helper died, state {id} said stopped but its recorded pid {pid} is alive (orphaned){said}"
             )),
             Some(_) => {}
             None => problems.push(format!(

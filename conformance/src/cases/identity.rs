@@ -1,6 +1,6 @@
 //! identity::*: a recorded PID now belongs to someone else.
 
-use super::{impostor_problem, judge, live_box, replace_with_impostor, state_problem};
+use super::{impostor_problem, judge, live_box, replace_with_impostor, state_problem_with};
 use crate::adapter::Status;
 use crate::catalog::{NotStaged, Verdict};
 use crate::scene::{ImpostorKind, Scene};
@@ -9,7 +9,12 @@ pub(crate) fn recycled_pid_not_alive(s: &mut Scene<'_>) -> Verdict {
     let pid = live_box(s, "victim")?;
     let imp = replace_with_impostor(s, pid, ImpostorKind::Unrelated)?;
     let mut problems = Vec::new();
-    problems.extend(state_problem(s, "victim", &[Status::Stopped])?);
+    problems.extend(state_problem_with(
+        s,
+        "victim",
+        &[Status::Stopped],
+        Some(&imp),
+    )?);
     problems.extend(impostor_problem(s, &imp)?);
     judge(
         "state reports the box stopped and the impostor is untouched",
@@ -27,7 +32,12 @@ pub(crate) fn same_tick_impostor(s: &mut Scene<'_>) -> Verdict {
     s.rewrite_identity("victim", |rec| rec.start_time(start))?;
     s.staging = Some("record-rewrite (recorded start time set to the impostor's)".into());
     let mut problems = Vec::new();
-    problems.extend(state_problem(s, "victim", &[Status::Stopped])?);
+    problems.extend(state_problem_with(
+        s,
+        "victim",
+        &[Status::Stopped],
+        Some(&imp),
+    )?);
     s.kill("victim", "KILL")?;
     s.delete("victim", true)?;
     problems.extend(impostor_problem(s, &imp)?);
@@ -51,7 +61,12 @@ pub(crate) fn same_exe_impostor(s: &mut Scene<'_>) -> Verdict {
     let argv = victim.cmdline.clone();
     let imp = s.same_exe_impostor(pid, &exe, &argv)?;
     let mut problems = Vec::new();
-    problems.extend(state_problem(s, "victim", &[Status::Stopped])?);
+    problems.extend(state_problem_with(
+        s,
+        "victim",
+        &[Status::Stopped],
+        Some(&imp),
+    )?);
     s.kill("victim", "KILL")?;
     problems.extend(impostor_problem(s, &imp)?);
     judge(

@@ -4,7 +4,9 @@
 //! file contents), never by the runtime's exit code alone.
 
 use crate::adapter::{Operation as Op, RuntimeCapability as Cap, Status};
-use crate::catalog::{Case, Level, MachineNeed as M, NotStaged, Outcome, Verdict};
+use crate::catalog::{
+    AdapterNeed as N, Case, Level, MachineNeed as M, NotStaged, Outcome, Verdict,
+};
 use crate::scene::{Impostor, ImpostorKind, Run, Scene};
 
 mod crash;
@@ -26,6 +28,7 @@ pub static ALL: &[Case] = &[
         scene: "box process killed, impostor placed at its PID (different tick)",
         holds: "state reports stopped; impostor untouched",
         machine: &[M::World, M::PidPlacement],
+        needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State],
         caps: &[],
         caught_by: &["kill0-liveness", "naive"],
@@ -37,6 +40,7 @@ pub static ALL: &[Case] = &[
         scene: "impostor at the PID with the victim's start time (record rewrite)",
         holds: "state reports stopped; kill and delete --force leave the impostor alive and unsignalled",
         machine: &[M::World, M::PidPlacement],
+        needs: &[N::IdentityStartTime],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
         caught_by: &["start-time-only", "kill0-liveness"],
@@ -48,6 +52,7 @@ pub static ALL: &[Case] = &[
         scene: "impostor running the runtime's own shim executable with the box's argv",
         holds: "state reports stopped; kill leaves the impostor alive and unsignalled",
         machine: &[M::World, M::PidPlacement],
+        needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
         caught_by: &["kill0-liveness", "substring-id", "naive"],
@@ -59,6 +64,7 @@ pub static ALL: &[Case] = &[
         scene: "impostor at the recorded PID",
         holds: "kill TERM, kill KILL and delete --force deliver no signal to the impostor",
         machine: &[M::World, M::PidPlacement],
+        needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::Kill, Op::DeleteForce],
         caps: &[],
         caught_by: &["kill0-liveness", "naive"],
@@ -70,6 +76,7 @@ pub static ALL: &[Case] = &[
         scene: "boxes in created and stopped state",
         holds: "kill starts no process that outlives it",
         machine: &[M::World],
+        needs: &[],
         ops: &[Op::Create, Op::Run, Op::State, Op::Kill],
         caps: &[],
         caught_by: &["stop-spawns"],
@@ -81,6 +88,7 @@ pub static ALL: &[Case] = &[
         scene: "garbage pids (0, -1, 1, huge) written into the identity record",
         holds: "kill signals nothing (every process of the world survives) and fails or says not running",
         machine: &[M::World],
+        needs: &[N::IdentityRecord],
         ops: &[Op::Run, Op::Kill],
         caps: &[],
         caught_by: &["naive"],
@@ -92,6 +100,7 @@ pub static ALL: &[Case] = &[
         scene: "two live boxes, fresh runtime invocations",
         holds: "still running after state/list/recover; no second shim; nothing orphaned",
         machine: &[M::World],
+        needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
         caught_by: &["trusts-nothing"],
@@ -103,6 +112,7 @@ pub static ALL: &[Case] = &[
         scene: "live box whose identity record is rewritten to the legacy format",
         holds: "recover keeps the box (not deleted, not running-trusted) and does not signal its process",
         machine: &[M::World],
+        needs: &[N::LegacyRecord, N::BoxDir],
         ops: &[Op::Run, Op::State, Op::Recover],
         caps: &[],
         caught_by: &["kill0-liveness", "start-time-only", "naive"],
@@ -114,6 +124,7 @@ pub static ALL: &[Case] = &[
         scene: "legacy record naming an impostor at the box's old PID",
         holds: "state understands it (answers, not running); kill does not signal the impostor",
         machine: &[M::World, M::PidPlacement],
+        needs: &[N::LegacyRecord],
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
         caught_by: &["kill0-liveness", "naive"],
@@ -125,6 +136,7 @@ pub static ALL: &[Case] = &[
         scene: "payload exits 7; the box is started again and exits 7 again",
         holds: "state reports stopped with code 7; after the restart the first exit is kept as the previous exit",
         machine: &[M::World],
+        needs: &[N::ExitEvidence],
         ops: &[Op::Run, Op::Start, Op::State],
         caps: &[],
         caught_by: &["drops-crash-evidence"],
@@ -136,6 +148,7 @@ pub static ALL: &[Case] = &[
         scene: "live box whose identity record names another boot_id",
         holds: "state treats it as not running; state, kill and recover never signal the PID",
         machine: &[M::World],
+        needs: &[N::IdentityBootId],
         ops: &[Op::Run, Op::State, Op::Kill, Op::Recover],
         caps: &[],
         caught_by: &["kill0-liveness", "start-time-only"],
@@ -147,6 +160,7 @@ pub static ALL: &[Case] = &[
         scene: "boxes box-1 and box-10 both live",
         holds: "kill/delete box-1, and kill box-1 again after its death, leave box-10 untouched",
         machine: &[M::World],
+        needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
         caught_by: &["substring-id", "naive"],
@@ -158,6 +172,7 @@ pub static ALL: &[Case] = &[
         scene: "a live box; its recorded process's argv read from /proc",
         holds: "the box id is an exact argv element",
         machine: &[M::World],
+        needs: &[N::RecordedPid],
         ops: &[Op::Run],
         caps: &[],
         caught_by: &["naive"],
@@ -169,6 +184,7 @@ pub static ALL: &[Case] = &[
         scene: "sparse 1 GiB+1 then 1 TiB state record planted",
         holds: "state/list/recover answer, peak RSS < 16 MiB above baseline; healthy box listed; the file left in place",
         machine: &[M::World],
+        needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
         caught_by: &["uncapped-read", "naive"],
@@ -180,6 +196,7 @@ pub static ALL: &[Case] = &[
         scene: "FIFO with no writer planted as a state record",
         holds: "state/list/recover answer instead of hanging; the FIFO left in place",
         machine: &[M::World],
+        needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
         caught_by: &["uncapped-read", "naive"],
@@ -191,6 +208,7 @@ pub static ALL: &[Case] = &[
         scene: "state and identity records symlinked to copies of a live box's records outside the root",
         holds: "not followed: the box is not running, the live box is not signalled, outside files unchanged",
         machine: &[M::World],
+        needs: &[N::StateOrIdentityFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover, Op::DeleteForce],
         caps: &[],
         caught_by: &["naive", "follows-symlinks"],
@@ -200,8 +218,9 @@ pub static ALL: &[Case] = &[
         id: "files::garbage_record",
         level: Level::Must,
         scene: "random bytes, empty file, truncated record",
-        holds: "a typed error naming the file; no panic; never running",
+        holds: "an error (non-zero exit, or an error in the answer) naming the file; no panic; never running",
         machine: &[M::World],
+        needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State],
         caps: &[],
         caught_by: &["naive"],
@@ -213,6 +232,7 @@ pub static ALL: &[Case] = &[
         scene: "two healthy boxes plus one box dir holding each plant kind in turn",
         holds: "every healthy box still listed and recovered; the bad one named",
         machine: &[M::World],
+        needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::List, Op::Recover],
         caps: &[],
         caught_by: &["uncapped-read", "naive"],
@@ -221,9 +241,10 @@ pub static ALL: &[Case] = &[
     Case {
         id: "files::private_dirs",
         level: Level::Must,
-        scene: "runtime creates its dirs (watched for a chmod after mkdir); a root inside a world-writable parent",
-        holds: "box dirs 0700 from birth, files 0600 (no group/other bits); the world-writable parent refused",
+        scene: "runtime creates a box (its dir and the entries in it watched for a chmod after creation); roots inside world-writable, group-writable and foreign-owned parents",
+        holds: "box dirs 0700 and files 0600 from birth (no group/other bits, no mode set afterwards); each such parent refused",
         machine: &[M::World],
+        needs: &[N::BoxDir, N::RecordedPid],
         ops: &[Op::Run],
         caps: &[],
         caught_by: &["open-modes", "chmod-after-create", "naive"],
@@ -232,9 +253,10 @@ pub static ALL: &[Case] = &[
     Case {
         id: "sentinels::stale_log_cleanup",
         level: Level::Must,
-        scene: "log sentinels: dead owner, recycled pid, live owner, oversized",
-        holds: "dead/recycled removed with a reason; live kept; oversized left alone",
+        scene: "log sentinels: dead owner, recycled pid, live owner, oversized, legacy v1 (lone pid) with a dead and a live owner",
+        holds: "dead/recycled (v1 and v2) removed with a reason; live (v1 and v2) kept; oversized left alone",
         machine: &[M::World, M::PidPlacement],
+        needs: &[N::Sentinel, N::RecordedPid],
         ops: &[Op::Run, Op::Cleanup],
         caps: &[Cap::LogSentinels],
         caught_by: &["naive"],
@@ -244,8 +266,9 @@ pub static ALL: &[Case] = &[
         id: "zombies::none_after_failures",
         level: Level::Must,
         scene: "8 box creations whose payload cannot start, 8 whose payload exits at once",
-        holds: "no zombie left in the world",
+        holds: "the creations of a payload that cannot start fail; no zombie left in the world",
         machine: &[M::World],
+        needs: &[],
         ops: &[Op::Run],
         caps: &[],
         caught_by: &["zombie-leak"],
@@ -257,6 +280,7 @@ pub static ALL: &[Case] = &[
         scene: "library mode: an embedder's child exits unreaped while the runtime's reaper reaps the shims of boxes it kills",
         holds: "the embedder's own wait gets the child's real exit code; no zombie left",
         machine: &[M::World],
+        needs: &[],
         ops: &[],
         caps: &[Cap::Daemon],
         caught_by: &["waitpid-any"],
@@ -268,6 +292,7 @@ pub static ALL: &[Case] = &[
         scene: "runtime CLI SIGKILLed at 50 swept delays per operation (create, start, kill, delete --force), and at each failpoint the adapter declares",
         holds: "after each crash: no orphan process, every record readable (old or new, never half-written), state says something true, delete --force leaves no process, box dir or cgroup; no record is rewritten in place",
         machine: &[M::World],
+        needs: &[],
         ops: &[Op::Create, Op::Start, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
         caught_by: &["in-place-writes"],
@@ -279,6 +304,7 @@ pub static ALL: &[Case] = &[
         scene: "privileged helper SIGKILLed with two boxes running (run through it), then started again",
         holds: "boxes killed or re-adopted, none orphaned: state says something true, delete --force through the new helper leaves no process",
         machine: &[M::World],
+        needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
         caught_by: &["helper-forgets-boxes"],
@@ -290,6 +316,7 @@ pub static ALL: &[Case] = &[
         scene: "request STOP, CONT, RT signals, numeric, 0 from the helper for a box's own process",
         holds: "refused with an error, the process untouched; TERM is sent",
         machine: &[M::World],
+        needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
         caught_by: &["helper-any-signal"],
@@ -301,6 +328,7 @@ pub static ALL: &[Case] = &[
         scene: "ask the helper to signal a PID outside the box's cgroup: a process with the box's exact cmdline, and an unrelated one",
         holds: "refused, neither signalled; the box's own process is served",
         machine: &[M::World],
+        needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
         caught_by: &["helper-cmdline-auth"],
@@ -309,9 +337,10 @@ pub static ALL: &[Case] = &[
     Case {
         id: "secrets::not_in_proc",
         level: Level::Must,
-        scene: "box created with a secret",
-        holds: "the secret appears in no process's cmdline or environ",
+        scene: "box created with a secret, its payload copying stdin to a file",
+        holds: "the payload receives the secret; it appears in no process's cmdline or environ",
         machine: &[M::World],
+        needs: &[],
         ops: &[Op::RunSecret],
         caps: &[Cap::SecretsStdin],
         caught_by: &["secrets-in-argv"],
@@ -364,12 +393,24 @@ pub(crate) fn state_problem(
     id: &str,
     allowed: &[Status],
 ) -> Result<Option<String>, NotStaged> {
+    state_problem_with(s, id, allowed, None)
+}
+
+/// [`state_problem`] in a scene with an impostor: a pid `state` reports is
+/// named as the impostor's when it is.
+pub(crate) fn state_problem_with(
+    s: &mut Scene<'_>,
+    id: &str,
+    allowed: &[Status],
+    impostor: Option<&Impostor>,
+) -> Result<Option<String>, NotStaged> {
     let (run, st) = s.state(id)?;
     Ok(match st {
         Some(st) if st.status.is_some_and(|x| allowed.contains(&x)) => None,
         Some(st) => Some(format!(
-            "state {id} said {:?} (allowed: {})",
+            "state {id} said {:?}{} (allowed: {})",
             st.word,
+            reported_pid(s, st.pid, impostor)?,
             allowed
                 .iter()
                 .map(|a| a.to_string())
@@ -381,6 +422,31 @@ pub(crate) fn state_problem(
             run.summary()
         )),
     })
+}
+
+/// ` with pid N` and whose it is, for a pid `state` reported (empty when
+/// it reported none): a runtime author reading a failure needs the PID.
+pub(crate) fn reported_pid(
+    s: &mut Scene<'_>,
+    pid: Option<i64>,
+    impostor: Option<&Impostor>,
+) -> Result<String, NotStaged> {
+    let Some(pid) = pid else {
+        return Ok(String::new());
+    };
+    let whose = if impostor.is_some_and(|i| i64::from(i.pid) == pid) {
+        " (the impostor's)".to_string()
+    } else {
+        let argv = match i32::try_from(pid) {
+            Ok(p) => s.census()?.get(p).map(|p| p.cmdline.clone()),
+            Err(_) => None,
+        };
+        match argv {
+            Some(argv) => format!(" ({argv:?})"),
+            None => " (no such process)".to_string(),
+        }
+    };
+    Ok(format!(" with pid {pid}{whose}"))
 }
 
 /// Builds the outcome from a list of problems.

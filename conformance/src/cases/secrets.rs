@@ -1,17 +1,52 @@
-//! secrets::*: secrets never reach a process's cmdline or environ.
+//! secrets::*: secrets never reach a process's cmdline or environ, and
+//! still reach the payload.
 
-use super::{SLEEPER, judge};
+use std::time::{Duration, Instant};
+
+use super::judge;
 use crate::catalog::{NotStaged, Verdict};
 use crate::scene::Scene;
 
+/// How long the payload may take to write down what it received.
+const RECEIVED_DEADLINE: Duration = Duration::from_secs(5);
+
 pub(crate) fn not_in_proc(s: &mut Scene<'_>) -> Verdict {
     let secret = s.random_token("doppel-secret");
-    let run = s.run_secret("secretive", secret.as_bytes(), SLEEPER)?;
+    // The payload copies its stdin to a file the suite reads, then stays
+    // up for the census: a runtime that keeps the secret out of /proc by
+    // dropping it must not pass.
+    let received = s.outside_path("secret-received");
+    let script =
+        format!("cat > {received}.tmp && mv {received}.tmp {received}; exec /bin/sleep 1000");
+    let run = s.run_secret("secretive", secret.as_bytes(), &["/bin/sh", "-c", &script])?;
     if !run.success() {
         return Err(NotStaged(format!(
             "run with a secret failed: {}",
             run.summary()
         )));
+    }
+    let mut problems = Vec::new();
+    let deadline = Instant::now() + RECEIVED_DEADLINE;
+    let got = loop {
+        if let Ok(b) = s.read(&received) {
+            break Some(b);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    match got {
+        Some(b) if String::from_utf8_lossy(&b).trim_end() == secret => {}
+        Some(b) => problems.push(format!(
+            "the payload received {:?} on stdin, not the secret ({} bytes)",
+            String::from_utf8_lossy(&b),
+            secret.len()
+        )),
+        None => problems.push(format!(
+            "the payload did not receive the secret: its stdin did not end within {} s ({received} not written)",
+            RECEIVED_DEADLINE.as_secs()
+        )),
     }
     let census = s.census()?;
     let leaks: Vec<String> = census
@@ -20,16 +55,14 @@ pub(crate) fn not_in_proc(s: &mut Scene<'_>) -> Verdict {
         .filter(|p| p.holds_secret)
         .map(|p| format!("pid {} {:?}", p.pid, p.cmdline))
         .collect();
-    let problems = if leaks.is_empty() {
-        vec![]
-    } else {
-        vec![format!(
+    if !leaks.is_empty() {
+        problems.push(format!(
             "the secret is in the cmdline or environ of {}",
             leaks.join(", ")
-        )]
-    };
+        ));
+    }
     judge(
-        "the secret is in no process's cmdline or environ",
+        "the payload receives the secret, and it is in no process's cmdline or environ",
         problems,
         s,
     )

@@ -65,7 +65,10 @@ pub(crate) fn never_spawns(s: &mut Scene<'_>) -> Verdict {
     // The created box must still be created: kill did not start it.
     if let (_, Some(st)) = s.state("created")? {
         if st.status == Some(Status::Running) {
-            problems.push("kill on the created box started its payload".into());
+            let pid = super::reported_pid(s, st.pid, None)?;
+            problems.push(format!(
+                "kill on the created box started its payload: state says running{pid}"
+            ));
         }
     }
     judge(

@@ -10,10 +10,27 @@ use crate::scene::Scene;
 const N: usize = 8;
 
 pub(crate) fn none_after_failures(s: &mut Scene<'_>) -> Verdict {
+    let mut problems = Vec::new();
     for i in 0..N {
-        // Payload that cannot be executed, then one that dies at once.
-        s.run_box(&format!("noexec{i}"), &["/nonexistent/doppel-payload"])?;
-        s.run_box(&format!("dies{i}"), &["/bin/sh", "-c", "exit 3"])?;
+        // A payload that cannot be executed: the creation must fail, or
+        // the scene's failure path was never taken.
+        let id = format!("noexec{i}");
+        let r = s.run_box(&id, &["/nonexistent/doppel-payload"])?;
+        if r.success() {
+            problems.push(format!(
+                "run {id} with a payload that does not exist succeeded: {}",
+                r.summary()
+            ));
+        }
+        // A payload that dies at once: the box must have been started.
+        let id = format!("dies{i}");
+        let r = s.run_box(&id, &["/bin/sh", "-c", "exit 3"])?;
+        if !r.success() {
+            return Err(NotStaged(format!(
+                "the runtime could not run box {id}: {}",
+                r.summary()
+            )));
+        }
     }
     // A zombie may exist for the instant between its death and its parent's
     // wait; give the runtime a deadline to reap, then judge.
@@ -22,16 +39,18 @@ pub(crate) fn none_after_failures(s: &mut Scene<'_>) -> Verdict {
         .zombies()
         .map(|p| format!("pid {} {:?} (parent {})", p.pid, p.cmdline, p.ppid))
         .collect();
-    let problems = if zombies.is_empty() {
-        vec![]
-    } else {
-        vec![format!(
+    if !zombies.is_empty() {
+        problems.push(format!(
             "{} zombie(s) left: {}",
             zombies.len(),
             zombies.join(", ")
-        )]
-    };
-    judge("no zombies after 16 failed creations", problems, s)
+        ));
+    }
+    judge(
+        "creations of a payload that does not exist fail, and no zombie is left after them and 8 payloads that exit at once",
+        problems,
+        s,
+    )
 }
 
 /// zombies::reaper_scoped: the adapter's library-mode probe runs the runtime
