@@ -397,8 +397,9 @@ impl World {
         let program = self.impostor_program()?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let rel = PathBuf::from(LOG_DIR).join(format!("{n}.log"));
-        let host_dir = self.host_path(LOG_DIR).map_err(WorldError::from)?;
-        let _ = std::fs::create_dir_all(&host_dir);
+        // Through the work dir's fd: a runtime that swapped the log dir for
+        // a symlink gets a typed error, not a log dir outside the world.
+        self.create_dir_all(LOG_DIR).map_err(WorldError::from)?;
         let host_log = self.host_path(&rel).map_err(WorldError::from)?;
         let world_log = self.world_path(&rel).map_err(WorldError::from)?;
         let mut cmd = WorldCommand::new(program.clone());

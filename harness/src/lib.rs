@@ -50,6 +50,7 @@ pub mod procfs;
 pub mod proto;
 mod sys;
 pub mod world;
+pub mod worldfs;
 
 pub use caps::{Capabilities, Capability};
 pub use census::Census;
@@ -59,6 +60,7 @@ pub use impostor::{Impostor, ImpostorError, ImpostorKind, Placement, ZombieFacto
 pub use plant::{Plant, PlantError, Planted};
 pub use proto::{ExitStatus, RemoteError};
 pub use world::{CrashOutcome, Exit, Spawned, World, WorldError, WorldOptions};
+pub use worldfs::{PathRedirected, RedirectReason, WorldPathError};
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,12 @@
 //! world PIDs. Dropping a `World` SIGKILLs init through a pidfd; the kernel
 //! then kills every process of the world before init's exit completes.
 //!
-//! Depends on: `proto`, `command`, `locate`, `procfs`, `sys` (pre_exec), `census`.
+//! Host-side file access to the work dir goes through [`crate::worldfs`]
+//! (resolved beneath a dir fd, no symlinks followed): the world shares the
+//! host's root filesystem, and a runtime under test may redirect its dirs.
+//!
+//! Depends on: `proto`, `command`, `locate`, `procfs`, `sys` (pre_exec),
+//! `census`, `worldfs`.
 
 use crate::census::Census;
 use crate::command::WorldCommand;
@@ -17,6 +22,7 @@ use crate::proto::{
     SpawnedReport, read_frame, write_frame,
 };
 use crate::sys;
+use crate::worldfs::{WorkDir, WorldPathError};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::UnixStream;
@@ -150,6 +156,10 @@ pub enum WorldError {
     /// A path argument would leave the world.
     #[error(transparent)]
     PathOutsideWorld(#[from] PathOutsideWorld),
+    /// Host-side access to a world path failed or was refused (a symlinked
+    /// component, a non-regular file, ...).
+    #[error(transparent)]
+    Path(#[from] WorldPathError),
     /// No such world process (reading its /proc entry failed).
     #[error("no process {pid} in the world")]
     NoSuchProcess {
@@ -230,6 +240,7 @@ pub struct World {
     pid_ns_inode: u64,
     workdir: PathBuf,
     host_root: PathBuf,
+    files: WorkDir,
     pub(crate) impostor_program: Result<Program, NotFound>,
     pub(crate) seq: std::sync::atomic::AtomicU64,
 }
@@ -240,7 +251,13 @@ pub(crate) fn millis(d: Duration) -> u64 {
 }
 
 fn make_workdir() -> Result<PathBuf, WorldError> {
+    // Canonical, so that the work dir can later be opened without following
+    // any symlink (see `WorkDir::open`) even where $TMPDIR is one.
     let base = std::env::temp_dir();
+    let base = std::fs::canonicalize(&base).map_err(|e| WorldError::Workdir {
+        path: base,
+        source: e,
+    })?;
     let mut last_err = None;
     for _ in 0..16 {
         let name = format!(
@@ -404,6 +421,21 @@ impl World {
                 },
             ));
         }
+        let host_root = PathBuf::from(format!("/proc/{outer}/root"));
+        // Opened now, before any world process runs: nothing in the world can
+        // have redirected the path yet.
+        let files = match WorkDir::open(&host_root, &workdir) {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(fail(
+                    &mut stub,
+                    WorldError::Workdir {
+                        path: workdir,
+                        source: e,
+                    },
+                ));
+            }
+        };
         let pid_ns_inode = std::fs::metadata(format!("/proc/{outer}/ns/pid"))
             .map(|m| m.ino())
             .unwrap_or(0);
@@ -418,7 +450,8 @@ impl World {
             userns,
             set_tid,
             pid_ns_inode,
-            host_root: PathBuf::from(format!("/proc/{outer}/root")),
+            host_root,
+            files,
             workdir,
             impostor_program,
             seq: std::sync::atomic::AtomicU64::new(0),
@@ -667,11 +700,45 @@ impl World {
     }
 
     /// Where a path relative to [`World::root`] is reachable from the host
-    /// (through `/proc/<init>/root`). Absolute or `..` paths are refused.
-    pub fn host_path(&self, rel: impl AsRef<Path>) -> Result<PathBuf, PathOutsideWorld> {
+    /// (through `/proc/<init>/root`). Absolute or `..` paths are refused, and
+    /// so is a path whose existing parent directories include a symlink or a
+    /// non-directory ([`WorldPathError::Redirected`]); the final component
+    /// may be anything (a planted symlink, say).
+    ///
+    /// The check is made now: a world process can still swap a directory
+    /// for a symlink before the caller uses the path. To write, or to read
+    /// what a runtime controls, use [`World::write_file`],
+    /// [`World::read_file`], [`World::create_dir_all`] or
+    /// [`World::plant`], which act through directory fds and never follow.
+    pub fn host_path(&self, rel: impl AsRef<Path>) -> Result<PathBuf, WorldPathError> {
         let rel = rel.as_ref();
-        check_relative(rel)?;
+        self.files.check_parents(rel)?;
         Ok(self.host_root_dir().join(rel))
+    }
+
+    /// Writes `bytes` to `rel` (relative to [`World::root`]), creating or
+    /// truncating it. The parent must exist; no symlink is followed, the
+    /// final component included, and a non-regular file there is refused.
+    pub fn write_file(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<(), WorldPathError> {
+        self.files.write(rel.as_ref(), bytes)
+    }
+
+    /// Reads the regular file `rel` (relative to [`World::root`]), at most
+    /// `cap` bytes, without following any symlink and without blocking on
+    /// a FIFO.
+    pub fn read_file(&self, rel: impl AsRef<Path>, cap: u64) -> Result<Vec<u8>, WorldPathError> {
+        self.files.read(rel.as_ref(), cap)
+    }
+
+    /// `mkdir -p` of `rel` (relative to [`World::root`]), refusing to go
+    /// through a symlink.
+    pub fn create_dir_all(&self, rel: impl AsRef<Path>) -> Result<(), WorldPathError> {
+        self.files.create_dir_all(rel.as_ref()).map(drop)
+    }
+
+    /// The work dir, held open by fd (for plants).
+    pub(crate) fn files(&self) -> &WorkDir {
+        &self.files
     }
 
     /// The world-inner absolute path of `rel` (checked like [`World::host_path`]).
