@@ -83,16 +83,15 @@ fn reaped_orphan_argv_comes_from_the_census_cache() {
         .clone();
     assert!(!argv.is_empty());
     w.signal(daemon.pid, doppel_harness::Signal::KILL).unwrap();
-    // init reaps it; poll the census (each call is a round trip) with a bound.
-    for _ in 0..10_000 {
-        let c = w.census().unwrap();
-        if let Some(o) = c.reaped_orphans().iter().find(|o| o.pid == daemon.pid) {
-            assert_eq!(o.argv, argv);
-            assert_eq!(o.status, ExitStatus::Signaled(doppel_harness::Signal::KILL));
-            return;
-        }
-    }
-    panic!("daemon never reaped");
+    // init reaps it; poll the census (each call is a round trip) until a deadline.
+    let o = common::poll_census(&w, "SIGKILLed daemon reaped and recorded", |c| {
+        c.reaped_orphans()
+            .iter()
+            .find(|o| o.pid == daemon.pid)
+            .cloned()
+    });
+    assert_eq!(o.argv, argv);
+    assert_eq!(o.status, ExitStatus::Signaled(doppel_harness::Signal::KILL));
 }
 
 fn census_lists_open_fds() {
