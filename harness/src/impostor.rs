@@ -286,9 +286,10 @@ pub enum ImpostorError {
     /// The world refused or failed.
     #[error(transparent)]
     World(#[from] WorldError),
-    /// doppel-impostor was not found when the world opened.
+    /// doppel-impostor was not found when the world opened, or the path
+    /// given for it is not an executable file.
     #[error(transparent)]
-    NotFound(#[from] crate::locate::NotFound),
+    Helper(#[from] crate::locate::LocateError),
     /// The SameExe impostor's `/proc/PID/exe` is not the requested one.
     #[error("impostor pid {pid} runs {actual:?}, not {expected:?}")]
     ExeMismatch {
@@ -384,7 +385,7 @@ impl World {
         self.impostor_program
             .as_ref()
             .map(|p| p.path.to_string_lossy().into_owned())
-            .map_err(|e| ImpostorError::NotFound(e.clone()))
+            .map_err(|e| ImpostorError::Helper(e.clone()))
     }
 
     /// A command running doppel-impostor in `mode` with `argv`, logging

@@ -20,8 +20,9 @@
 use crate::ids::{Pid, Signal, StartTime};
 use crate::procfs::{self, parse_stat, split_nul};
 use crate::proto::{
-    Captured, EnvSpec, ExitReport, ExitStatus, OnTimeout, ProcessRecord, ReapedOrphan, RemoteError,
-    Request, Response, SpawnSpec, SpawnedReport, read_frame, write_frame,
+    BadRequestReason, Captured, EnvSpec, ExitReport, ExitStatus, OnTimeout, ProcessRecord,
+    ReapedOrphan, RemoteError, Request, Response, SpawnSpec, SpawnedReport, read_frame,
+    write_frame,
 };
 use crate::sys;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal};
@@ -291,7 +292,9 @@ pub fn pid_max_is_per_namespace() -> bool {
 fn read_outer_pid() -> Result<Pid, RemoteError> {
     let status =
         std::fs::read("/proc/self/status").map_err(|e| io_err("read /proc/self/status", &e))?;
-    let pids = procfs::parse_nspid(&status).map_err(|_| sys_err("parse NSpid", libc::EINVAL))?;
+    let pids = procfs::parse_nspid(&status).map_err(|_| RemoteError::Unparsable {
+        file: "/proc/self/status (NSpid)".into(),
+    })?;
     Ok(pids[0])
 }
 
@@ -350,10 +353,12 @@ fn mount_world(args: &WorldArgs) -> Result<(), RemoteError> {
     }
     if let Some(max) = args.pid_max {
         if !pid_max_is_per_namespace() {
-            return Err(sys_err(
-                "set pid_max (needs Linux 6.14+, where it is per PID namespace)",
-                libc::EOPNOTSUPP,
-            ));
+            return Err(RemoteError::PidMaxNotPerNamespace {
+                kernel: rustix::system::uname()
+                    .release()
+                    .to_string_lossy()
+                    .into_owned(),
+            });
         }
         std::fs::write("/proc/sys/kernel/pid_max", max.to_string())
             .map_err(|e| io_err("write world pid_max", &e))?;
@@ -548,10 +553,8 @@ fn deadline_after(d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-fn bad(detail: &str) -> RemoteError {
-    RemoteError::BadRequest {
-        detail: detail.to_string(),
-    }
+fn bad(reason: BadRequestReason) -> RemoteError {
+    RemoteError::BadRequest { reason }
 }
 
 impl Init {
@@ -784,7 +787,7 @@ impl Init {
             self.check_range(p)?;
         }
         if spec.argv.is_empty() {
-            return Err(bad("argv is empty"));
+            return Err(bad(BadRequestReason::EmptyArgv));
         }
         let env = build_env(&spec.env, spec.ready_fd);
         let program = if spec.program.contains('/') {
@@ -798,7 +801,7 @@ impl Init {
                 program: spec.program.clone(),
             })?
         };
-        let to_c = |s: &str| CString::new(s).map_err(|_| bad("string contains NUL"));
+        let to_c = |s: &str| CString::new(s).map_err(|_| bad(BadRequestReason::NulInString));
         let c_program = to_c(&program)?;
         let c_argv = spec
             .argv
@@ -1065,7 +1068,7 @@ impl Init {
         max_attempts: u32,
     ) -> Result<Response, RemoteError> {
         if max_attempts == 0 {
-            return Err(bad("max_attempts must be at least 1"));
+            return Err(bad(BadRequestReason::ZeroAttempts));
         }
         let mut last = String::new();
         for attempt in 1..=max_attempts {
@@ -1169,7 +1172,7 @@ impl Init {
     fn wraparound(&mut self, spec: &SpawnSpec, max_forks: u64) -> Result<Response, RemoteError> {
         let target = spec
             .at_pid
-            .ok_or_else(|| bad("wraparound placement needs at_pid"))?;
+            .ok_or_else(|| bad(BadRequestReason::NoTargetPid))?;
         self.check_range(target)?;
         if Path::new(&format!("/proc/{target}")).exists() {
             return Err(RemoteError::PidTaken { pid: target });
@@ -1177,7 +1180,9 @@ impl Init {
         let mut last: i32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| sys_err("read ns_last_pid", libc::EIO))?;
+            .ok_or_else(|| RemoteError::Unparsable {
+                file: "/proc/sys/kernel/ns_last_pid".into(),
+            })?;
         let mut forks = 0u64;
         loop {
             if last == target.get() - 1 {

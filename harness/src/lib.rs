@@ -17,7 +17,8 @@
 //!
 //! A world runs two helper programs, `doppel-init` and `doppel-impostor`
 //! (binaries of this crate). [`locate`] finds them: an explicit path in
-//! [`WorldOptions`], else `$DOPPEL_INIT` / `$DOPPEL_IMPOSTOR`, else the
+//! [`WorldOptions`] (only there: a wrong one is
+//! [`locate::LocateError::ExplicitPath`]), else `$DOPPEL_INIT` / `$DOPPEL_IMPOSTOR`, else the
 //! current executable if it called [`init::dispatch`] first thing in `main`,
 //! else next to the current executable (or one level up from `deps/` and
 //! `examples/`). Cargo builds this crate's binaries for `cargo build

@@ -14,7 +14,8 @@ use std::io::{Read, Write};
 /// Version of this protocol. init announces it in `Ready`; the harness refuses
 /// an init of another version (e.g. a stale `doppel-init` next to a fresh
 /// test binary) with a clear error instead of a confusing decode failure.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: typed `BadRequest` reasons, `PidMaxNotPerNamespace`, `Unparsable`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts (captured output is capped well below).
 pub const MAX_FRAME: u32 = 64 << 20;
@@ -336,20 +337,60 @@ pub enum RemoteError {
         /// Attempts used.
         attempts: u32,
     },
-    /// A system call failed in init.
+    /// A system call failed in init with a real errno (conditions with a
+    /// meaning of their own have their own variants).
     #[error("{op}: errno {errno}")]
     Sys {
-        /// What init was doing (e.g. `mount proc`).
+        /// The call and what it was for (e.g. `mount proc on /proc`), for
+        /// people; match on `errno`, not on this text.
         op: String,
         /// errno.
         errno: i32,
     },
+    /// `WorldOptions::pid_max` was asked on a kernel where pid_max is not
+    /// per PID namespace (before Linux 6.14): writing it would change the
+    /// host's.
+    #[error("pid_max is not per PID namespace on Linux {kernel} (needs 6.14+): refused")]
+    PidMaxNotPerNamespace {
+        /// The kernel release.
+        kernel: String,
+    },
+    /// A /proc file init relies on did not parse.
+    #[error("{file} did not parse")]
+    Unparsable {
+        /// The file (world path).
+        file: String,
+    },
     /// A malformed request.
-    #[error("bad request: {detail}")]
+    #[error("bad request: {reason}")]
     BadRequest {
         /// What was wrong.
-        detail: String,
+        reason: BadRequestReason,
     },
+}
+
+/// What was wrong with a request init refused as malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BadRequestReason {
+    /// A spawn with an empty argv.
+    EmptyArgv,
+    /// A program, argument, environment entry or cwd containing a NUL byte.
+    NulInString,
+    /// Same-tick staging with `max_attempts` 0.
+    ZeroAttempts,
+    /// Wraparound placement without a target PID (`at_pid`).
+    NoTargetPid,
+}
+
+impl std::fmt::Display for BadRequestReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BadRequestReason::EmptyArgv => "argv is empty",
+            BadRequestReason::NulInString => "a string contains a NUL byte",
+            BadRequestReason::ZeroAttempts => "max_attempts must be at least 1",
+            BadRequestReason::NoTargetPid => "wraparound placement needs at_pid",
+        })
+    }
 }
 
 /// Why a frame could not be decoded.

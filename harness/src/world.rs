@@ -15,7 +15,7 @@
 use crate::census::Census;
 use crate::command::WorldCommand;
 use crate::ids::{Pid, Signal, StartTime};
-use crate::locate::{self, Helper, NotFound, Program};
+use crate::locate::{self, Helper, LocateError, Program};
 use crate::procfs::{ProcStat, parse_stat};
 use crate::proto::{
     ExitReport, FrameError, OnTimeout, PROTOCOL_VERSION, RemoteError, Request, Response,
@@ -89,9 +89,10 @@ pub struct PathOutsideWorld {
 /// Errors of [`World`] operations.
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
-    /// doppel-init (or doppel-impostor) was not found.
+    /// doppel-init (or doppel-impostor) was not found, or the path given
+    /// for it is not an executable file.
     #[error(transparent)]
-    HelperNotFound(#[from] NotFound),
+    Helper(#[from] LocateError),
     /// The host-side work dir could not be created or removed.
     #[error("work dir {path:?}")]
     Workdir {
@@ -144,6 +145,28 @@ pub enum WorldError {
     /// Init refused or failed the request (typed: PidTaken, PidOutOfRange, ...).
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// The process at init's reported PID is not the stub's child, so a
+    /// pidfd for that PID would not be ours to SIGKILL (it died and the PID
+    /// was reused, or init reported a wrong PID).
+    #[error(
+        "init pid {pid} is not the child of doppel-init's stub (pid {stub}); its parent is {parent:?}"
+    )]
+    InitNotStubChild {
+        /// The PID init reported (harness namespace).
+        pid: Pid,
+        /// The stub's PID.
+        stub: u32,
+        /// The parent found in `/proc/<pid>/stat` (`None`: unreadable, e.g. gone).
+        parent: Option<i32>,
+    },
+    /// Init did not exit within the deadline after SIGKILL at close.
+    #[error("init pid {pid} still running {waited:?} after SIGKILL")]
+    InitDidNotExit {
+        /// init's outer PID.
+        pid: Pid,
+        /// How long the harness waited.
+        waited: Duration,
+    },
     /// A pidfd operation on init failed.
     #[error("pidfd for init pid {pid}")]
     Pidfd {
@@ -241,7 +264,7 @@ pub struct World {
     workdir: PathBuf,
     host_root: PathBuf,
     files: WorkDir,
-    pub(crate) impostor_program: Result<Program, NotFound>,
+    pub(crate) impostor_program: Result<Program, LocateError>,
     pub(crate) seq: std::sync::atomic::AtomicU64,
 }
 
@@ -325,7 +348,7 @@ impl World {
         opts: &WorldOptions,
         init: &Program,
         workdir: PathBuf,
-        impostor_program: Result<Program, NotFound>,
+        impostor_program: Result<Program, LocateError>,
     ) -> Result<World, WorldError> {
         let (mut ours, theirs) = UnixStream::pair().map_err(WorldError::Socket)?;
         let mut cmd = Command::new(&init.path);
@@ -408,16 +431,18 @@ impl World {
         // The pidfd is for our init only if its parent is still our stub
         // (which cannot exit, and so cannot let the PID be reused, before
         // init does).
-        let parent_ok = std::fs::read(format!("/proc/{outer}/stat"))
+        let parent = std::fs::read(format!("/proc/{outer}/stat"))
             .ok()
             .and_then(|b| parse_stat(&b).ok())
-            .is_some_and(|s| s.ppid == stub.id() as i32);
-        if !parent_ok {
+            .map(|s| s.ppid);
+        if parent != Some(stub.id() as i32) {
+            let stub_pid = stub.id();
             return Err(fail(
                 &mut stub,
-                WorldError::Pidfd {
+                WorldError::InitNotStubChild {
                     pid: outer,
-                    source: std::io::Error::other("init is not the stub's child"),
+                    stub: stub_pid,
+                    parent,
                 },
             ));
         }
@@ -796,10 +821,11 @@ impl World {
         let mut first_err = None;
         if let Some(pidfd) = self.init_pidfd.take() {
             let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
-            if !wait_readable(&pidfd, Duration::from_secs(10)) {
-                first_err.get_or_insert(WorldError::Pidfd {
+            let waited = Duration::from_secs(10);
+            if !wait_readable(&pidfd, waited) {
+                first_err.get_or_insert(WorldError::InitDidNotExit {
                     pid: self.init_outer,
-                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    waited,
                 });
             }
         }
