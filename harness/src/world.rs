@@ -589,8 +589,9 @@ impl World {
         }
     }
 
-    /// Lists every process of the world (read by init from its /proc) and
-    /// the orphans init reaped so far. Environ is capped at 64 KiB a process.
+    /// Lists every process of the world (read by init from its /proc), the
+    /// orphans init reaped so far and the signals world processes sent to
+    /// init. Environ is capped at 64 KiB a process.
     pub fn census(&self) -> Result<Census, WorldError> {
         match self.request(
             &Request::Census {
@@ -601,7 +602,10 @@ impl World {
             Response::Census {
                 processes,
                 reaped_orphans,
-            } => Ok(Census::new(processes, reaped_orphans)),
+                init_signals,
+                init_signals_dropped,
+            } => Ok(Census::new(processes, reaped_orphans)
+                .with_init_signals(init_signals, init_signals_dropped)),
             _ => Err(WorldError::UnexpectedResponse { request: "census" }),
         }
     }
