@@ -168,6 +168,10 @@ pub struct Census {
     pub procs: Vec<Proc>,
     /// Orphans reaped by init since the world opened, oldest first.
     pub orphans: Vec<Orphan>,
+    /// Signals world processes sent to init (PID 1) since the world opened,
+    /// with their senders (catchable ones only: a KILL to PID 1 from inside
+    /// the world is dropped by the kernel without a trace).
+    pub init_signals: Vec<doppel_harness::proto::InitSignal>,
 }
 
 impl Census {
@@ -202,6 +206,11 @@ impl Census {
             self.orphans
                 .iter()
                 .map(|o| format!("census: reaped orphan {o}")),
+        );
+        out.extend(
+            self.init_signals
+                .iter()
+                .map(|s| format!("census: world init (pid 1) received {s}")),
         );
         out
     }
@@ -589,7 +598,11 @@ impl World {
                 status: format!("{:?}", o.status),
             })
             .collect();
-        Ok(Census { procs, orphans })
+        Ok(Census {
+            procs,
+            orphans,
+            init_signals: c.init_signals().to_vec(),
+        })
     }
 }
 
@@ -806,7 +819,7 @@ mod tests {
         };
         let c = Census {
             procs: vec![p(2, 'S'), p(3, 'Z')],
-            orphans: vec![],
+            ..Census::default()
         };
         assert!(c.get(2).is_some());
         assert!(c.get(3).is_none());

@@ -1,16 +1,19 @@
 //! Owns [`Census`]: a snapshot of every process in a world (read by init
 //! from the world's /proc) plus the orphans init reaped, and the questions
 //! tests ask of it: zombies and their parents, live orphans, processes whose
-//! argv or environ leak a secret, open fds.
+//! argv or environ leak a secret, open fds, and the signals world processes
+//! sent to init (PID 1).
 
 use crate::ids::Pid;
-use crate::proto::{ProcessRecord, ReapedOrphan};
+use crate::proto::{InitSignal, ProcessRecord, ReapedOrphan};
 
 /// A census of a world. Build one with [`crate::World::census`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Census {
     processes: Vec<ProcessRecord>,
     reaped_orphans: Vec<ReapedOrphan>,
+    init_signals: Vec<InitSignal>,
+    init_signals_dropped: u64,
 }
 
 /// A zombie and its parent.
@@ -46,7 +49,32 @@ impl Census {
         Census {
             processes,
             reaped_orphans,
+            init_signals: Vec::new(),
+            init_signals_dropped: 0,
         }
+    }
+
+    /// Adds the signals init received (`dropped`: those past the record's cap).
+    pub fn with_init_signals(mut self, signals: Vec<InitSignal>, dropped: u64) -> Census {
+        self.init_signals = signals;
+        self.init_signals_dropped = dropped;
+        self
+    }
+
+    /// Signals world processes sent to init (PID 1) since the world opened,
+    /// with their senders, in the order init took them (of the signals
+    /// pending at once, the kernel hands over the lowest number first). Catchable signals only: KILL and
+    /// STOP to init from inside the world are dropped by the kernel and
+    /// leave no trace. A standard signal sent again while one of its kind
+    /// is still pending in init is merged by the kernel into one record.
+    pub fn init_signals(&self) -> &[InitSignal] {
+        &self.init_signals
+    }
+
+    /// Signals init received after its record was full
+    /// ([`crate::proto::MAX_INIT_SIGNALS`]).
+    pub fn init_signals_dropped(&self) -> u64 {
+        self.init_signals_dropped
     }
 
     /// Every process, by PID (init is PID 1).

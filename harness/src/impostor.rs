@@ -286,9 +286,10 @@ pub enum ImpostorError {
     /// The world refused or failed.
     #[error(transparent)]
     World(#[from] WorldError),
-    /// doppel-impostor was not found when the world opened.
+    /// doppel-impostor was not found when the world opened, or the path
+    /// given for it is not an executable file.
     #[error(transparent)]
-    NotFound(#[from] crate::locate::NotFound),
+    Helper(#[from] crate::locate::LocateError),
     /// The SameExe impostor's `/proc/PID/exe` is not the requested one.
     #[error("impostor pid {pid} runs {actual:?}, not {expected:?}")]
     ExeMismatch {
@@ -384,7 +385,7 @@ impl World {
         self.impostor_program
             .as_ref()
             .map(|p| p.path.to_string_lossy().into_owned())
-            .map_err(|e| ImpostorError::NotFound(e.clone()))
+            .map_err(|e| ImpostorError::Helper(e.clone()))
     }
 
     /// A command running doppel-impostor in `mode` with `argv`, logging
@@ -397,8 +398,9 @@ impl World {
         let program = self.impostor_program()?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let rel = PathBuf::from(LOG_DIR).join(format!("{n}.log"));
-        let host_dir = self.host_path(LOG_DIR).map_err(WorldError::from)?;
-        let _ = std::fs::create_dir_all(&host_dir);
+        // Through the work dir's fd: a runtime that swapped the log dir for
+        // a symlink gets a typed error, not a log dir outside the world.
+        self.create_dir_all(LOG_DIR).map_err(WorldError::from)?;
         let host_log = self.host_path(&rel).map_err(WorldError::from)?;
         let world_log = self.world_path(&rel).map_err(WorldError::from)?;
         let mut cmd = WorldCommand::new(program.clone());

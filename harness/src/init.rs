@@ -9,7 +9,9 @@
 //! * **init** (the stub's child, PID 1 of the new PID namespace): mounts a
 //!   private /proc and a tmpfs on the work dir, sends `Ready`, then serves
 //!   requests ([`crate::proto::Request`]) and reaps every child, recording the
-//!   orphans it did not spawn. EOF on the control socket ends init, and with
+//!   orphans it did not spawn and every catchable signal a world process
+//!   sends it (with the sender, from the signalfd's siginfo), so that a
+//!   runtime signalling PID 1 is seen although init survives it. EOF on the control socket ends init, and with
 //!   it (kernel rule for a PID namespace's init) every process of the world.
 //!
 //! `doppel-init --probe` instead tries the namespace steps in a throwaway
@@ -20,11 +22,12 @@
 use crate::ids::{Pid, Signal, StartTime};
 use crate::procfs::{self, parse_stat, split_nul};
 use crate::proto::{
-    Captured, EnvSpec, ExitReport, ExitStatus, OnTimeout, ProcessRecord, ReapedOrphan, RemoteError,
-    Request, Response, SpawnSpec, SpawnedReport, read_frame, write_frame,
+    BadRequestReason, Captured, EnvSpec, ExitReport, ExitStatus, InitSignal, OnTimeout,
+    ProcessRecord, ReapedOrphan, RemoteError, Request, Response, SpawnSpec, SpawnedReport,
+    read_frame, write_frame,
 };
 use crate::sys;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal};
+use nix::sys::signal::{SigmaskHow, Signal as NixSignal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -291,7 +294,9 @@ pub fn pid_max_is_per_namespace() -> bool {
 fn read_outer_pid() -> Result<Pid, RemoteError> {
     let status =
         std::fs::read("/proc/self/status").map_err(|e| io_err("read /proc/self/status", &e))?;
-    let pids = procfs::parse_nspid(&status).map_err(|_| sys_err("parse NSpid", libc::EINVAL))?;
+    let pids = procfs::parse_nspid(&status).map_err(|_| RemoteError::Unparsable {
+        file: "/proc/self/status (NSpid)".into(),
+    })?;
     Ok(pids[0])
 }
 
@@ -350,10 +355,12 @@ fn mount_world(args: &WorldArgs) -> Result<(), RemoteError> {
     }
     if let Some(max) = args.pid_max {
         if !pid_max_is_per_namespace() {
-            return Err(sys_err(
-                "set pid_max (needs Linux 6.14+, where it is per PID namespace)",
-                libc::EOPNOTSUPP,
-            ));
+            return Err(RemoteError::PidMaxNotPerNamespace {
+                kernel: rustix::system::uname()
+                    .release()
+                    .to_string_lossy()
+                    .into_owned(),
+            });
         }
         std::fs::write("/proc/sys/kernel/pid_max", max.to_string())
             .map_err(|e| io_err("write world pid_max", &e))?;
@@ -385,10 +392,16 @@ fn pid1(mut control: UnixStream, args: &WorldArgs, userns: bool) -> i32 {
             .map_err(|e| io_err("mkdir init private dir", &e))?;
         let pid_max = read_pid_max();
         let set_tid = !args.no_set_tid && probe_set_tid(2);
-        let mut mask = SigSet::empty();
-        mask.add(NixSignal::SIGCHLD);
+        // SIGCHLD wakes the reaper; the others are recorded (see
+        // `recorded_signals`). Blocked, so none has its default action (for
+        // a PID namespace's init the kernel would drop them anyway: init's
+        // behaviour is unchanged), and all are read from the signalfd.
+        // Children start with an empty mask (`sys::exec_child`).
+        let mut caught = recorded_signals();
+        caught.push(libc::SIGCHLD);
+        let mask = sys::signal_set(&caught);
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-            .map_err(|e| sys_err("block SIGCHLD", errno_of(e)))?;
+            .map_err(|e| sys_err("block SIGCHLD and the recorded signals", errno_of(e)))?;
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| sys_err("signalfd", errno_of(e)))?;
         Ok((outer, private, pid_max, set_tid, sfd))
@@ -422,6 +435,8 @@ fn pid1(mut control: UnixStream, args: &WorldArgs, userns: bool) -> i32 {
         timers: Vec::new(),
         pending: None,
         seq: 0,
+        signals: Vec::new(),
+        signals_dropped: 0,
     };
     init.run()
 }
@@ -467,6 +482,44 @@ struct Init {
     timers: Vec<(Instant, Pid, StartTime)>,
     pending: Option<PendingWait>,
     seq: u64,
+    signals: Vec<InitSignal>,
+    signals_dropped: u64,
+}
+
+/// The signals init takes through its signalfd and records (besides
+/// SIGCHLD, which is recorded only when a process sent it): every signal a
+/// runtime could aim at a PID, real-time ones included, except KILL and
+/// STOP (uncatchable; the kernel drops them for a namespace's init), the
+/// synchronous faults ILL, TRAP, BUS, FPE, SEGV and SYS (a real fault in
+/// init must still end it, and Rust's stack-overflow report needs SEGV),
+/// and glibc's internal 32 and 33.
+fn recorded_signals() -> Vec<i32> {
+    let mut v = vec![
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGABRT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPIPE,
+        libc::SIGALRM,
+        libc::SIGTERM,
+        libc::SIGSTKFLT,
+        libc::SIGCONT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGURG,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGWINCH,
+        libc::SIGIO,
+        libc::SIGPWR,
+    ];
+    v.extend(sys::realtime_signals());
+    v
 }
 
 fn read_stat(pid: i32) -> Option<procfs::ProcStat> {
@@ -548,10 +601,8 @@ fn deadline_after(d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-fn bad(detail: &str) -> RemoteError {
-    RemoteError::BadRequest {
-        detail: detail.to_string(),
-    }
+fn bad(reason: BadRequestReason) -> RemoteError {
+    RemoteError::BadRequest { reason }
 }
 
 impl Init {
@@ -577,7 +628,7 @@ impl Init {
                 (!fds[0].revents().is_empty(), !fds[1].revents().is_empty())
             };
             if sig_ready {
-                while let Ok(Some(_)) = self.sfd.read_signal() {}
+                self.drain_signals();
             }
             self.reap_all();
             self.fire_timers();
@@ -600,6 +651,45 @@ impl Init {
                     return 1;
                 }
             }
+        }
+    }
+
+    /// Reads every pending signal off the signalfd, recording those a world
+    /// process sent to init. SIGCHLD from the kernel (a child changed state)
+    /// only wakes the reaper, which runs after this.
+    fn drain_signals(&mut self) {
+        while let Ok(Some(info)) = self.sfd.read_signal() {
+            let signo = info.ssi_signo as i32;
+            let code = info.ssi_code;
+            // CLD_* codes are positive: the kernel's child notifications.
+            if signo == libc::SIGCHLD && code > 0 {
+                continue;
+            }
+            let sender = Pid::new(info.ssi_pid as i32).ok();
+            // init itself: the kernel's SIGPIPE / SIGXFSZ for init's own
+            // writes name the writer as sender. Not a world process's doing.
+            if sender == Some(Pid::INIT) {
+                continue;
+            }
+            let Ok(signal) = Signal::new(signo) else {
+                continue;
+            };
+            if self.signals.len() >= crate::proto::MAX_INIT_SIGNALS {
+                self.signals_dropped += 1;
+                continue;
+            }
+            // Read now: a `kill` command is usually gone by the next census.
+            let sender_argv = sender
+                .and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+                .map(|b| split_nul(&b))
+                .unwrap_or_default();
+            self.signals.push(InitSignal {
+                signal,
+                sender,
+                sender_uid: info.ssi_uid,
+                code,
+                sender_argv,
+            });
         }
     }
 
@@ -784,7 +874,7 @@ impl Init {
             self.check_range(p)?;
         }
         if spec.argv.is_empty() {
-            return Err(bad("argv is empty"));
+            return Err(bad(BadRequestReason::EmptyArgv));
         }
         let env = build_env(&spec.env, spec.ready_fd);
         let program = if spec.program.contains('/') {
@@ -798,7 +888,7 @@ impl Init {
                 program: spec.program.clone(),
             })?
         };
-        let to_c = |s: &str| CString::new(s).map_err(|_| bad("string contains NUL"));
+        let to_c = |s: &str| CString::new(s).map_err(|_| bad(BadRequestReason::NulInString));
         let c_program = to_c(&program)?;
         let c_argv = spec
             .argv
@@ -993,10 +1083,7 @@ impl Init {
     fn census(&mut self, environ_cap: usize) -> Response {
         let mut processes = Vec::new();
         let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Response::Census {
-                processes,
-                reaped_orphans: self.orphans.clone(),
-            };
+            return self.census_response(processes);
         };
         for ent in dir.flatten() {
             let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -1046,9 +1133,19 @@ impl Init {
             });
         }
         processes.sort_by_key(|p| p.stat.pid);
+        self.census_response(processes)
+    }
+
+    /// The census answer. Signals are not drained here (that would eat a
+    /// SIGCHLD the loop must see to reap): a signal a process sent before
+    /// it exited was queued before its exit and drained by the loop before
+    /// any Wait on it was answered.
+    fn census_response(&self, processes: Vec<ProcessRecord>) -> Response {
         Response::Census {
             processes,
             reaped_orphans: self.orphans.clone(),
+            init_signals: self.signals.clone(),
+            init_signals_dropped: self.signals_dropped,
         }
     }
 
@@ -1065,7 +1162,7 @@ impl Init {
         max_attempts: u32,
     ) -> Result<Response, RemoteError> {
         if max_attempts == 0 {
-            return Err(bad("max_attempts must be at least 1"));
+            return Err(bad(BadRequestReason::ZeroAttempts));
         }
         let mut last = String::new();
         for attempt in 1..=max_attempts {
@@ -1138,7 +1235,7 @@ impl Init {
                 tv_nsec: 1_000_000,
             };
             let _ = rustix::event::poll(&mut fds, Some(&ts));
-            while let Ok(Some(_)) = self.sfd.read_signal() {}
+            self.drain_signals();
         }
         // A dead process's PID stays allocated while it names the process
         // group or session of live processes: retry until the deadline.
@@ -1154,7 +1251,7 @@ impl Init {
                         tv_nsec: 1_000_000,
                     };
                     let _ = rustix::event::poll(&mut fds, Some(&ts));
-                    while let Ok(Some(_)) = self.sfd.read_signal() {}
+                    self.drain_signals();
                     self.reap_all();
                 }
                 r => break r?,
@@ -1169,7 +1266,7 @@ impl Init {
     fn wraparound(&mut self, spec: &SpawnSpec, max_forks: u64) -> Result<Response, RemoteError> {
         let target = spec
             .at_pid
-            .ok_or_else(|| bad("wraparound placement needs at_pid"))?;
+            .ok_or_else(|| bad(BadRequestReason::NoTargetPid))?;
         self.check_range(target)?;
         if Path::new(&format!("/proc/{target}")).exists() {
             return Err(RemoteError::PidTaken { pid: target });
@@ -1177,7 +1274,9 @@ impl Init {
         let mut last: i32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| sys_err("read ns_last_pid", libc::EIO))?;
+            .ok_or_else(|| RemoteError::Unparsable {
+                file: "/proc/sys/kernel/ns_last_pid".into(),
+            })?;
         let mut forks = 0u64;
         loop {
             if last == target.get() - 1 {

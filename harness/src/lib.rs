@@ -17,7 +17,8 @@
 //!
 //! A world runs two helper programs, `doppel-init` and `doppel-impostor`
 //! (binaries of this crate). [`locate`] finds them: an explicit path in
-//! [`WorldOptions`], else `$DOPPEL_INIT` / `$DOPPEL_IMPOSTOR`, else the
+//! [`WorldOptions`] (only there: a wrong one is
+//! [`locate::LocateError::ExplicitPath`]), else `$DOPPEL_INIT` / `$DOPPEL_IMPOSTOR`, else the
 //! current executable if it called [`init::dispatch`] first thing in `main`,
 //! else next to the current executable (or one level up from `deps/` and
 //! `examples/`). Cargo builds this crate's binaries for `cargo build
@@ -50,6 +51,7 @@ pub mod procfs;
 pub mod proto;
 mod sys;
 pub mod world;
+pub mod worldfs;
 
 pub use caps::{Capabilities, Capability};
 pub use census::Census;
@@ -59,6 +61,7 @@ pub use impostor::{Impostor, ImpostorError, ImpostorKind, Placement, ZombieFacto
 pub use plant::{Plant, PlantError, Planted};
 pub use proto::{ExitStatus, RemoteError};
 pub use world::{CrashOutcome, Exit, Spawned, World, WorldError, WorldOptions};
+pub use worldfs::{PathRedirected, RedirectReason, WorldPathError};
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,9 @@
 //! `doppel-impostor`. Order: an explicit path > the environment variable
 //! (`DOPPEL_INIT` / `DOPPEL_IMPOSTOR`) > the current executable when it called
 //! [`crate::init::dispatch`] > a sibling of the current executable (and of its
-//! parent when it lives in `deps/`, as test binaries do).
+//! parent when it lives in `deps/`, as test binaries do). An explicit path
+//! that is not an executable file is an error naming it, never a reason to
+//! try the other places: a caller who names a binary wants that binary.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -65,24 +67,88 @@ pub struct NotFound {
     pub searched: Vec<PathBuf>,
 }
 
-fn is_exec_file(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// What is wrong with a helper path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathProblem {
+    /// Nothing is there.
+    Missing,
+    /// Something other than a regular file is there.
+    NotAFile,
+    /// A file without any execute bit.
+    NotExecutable,
+    /// stat failed for another reason (errno).
+    Inaccessible(i32),
 }
 
-/// Finds `helper`, preferring `explicit` when given.
-pub fn find(helper: Helper, explicit: Option<&Path>) -> Result<Program, NotFound> {
-    let mut searched = Vec::new();
+impl std::fmt::Display for PathProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathProblem::Missing => f.write_str("does not exist"),
+            PathProblem::NotAFile => f.write_str("is not a regular file"),
+            PathProblem::NotExecutable => f.write_str("is not executable"),
+            PathProblem::Inaccessible(errno) => write!(
+                f,
+                "cannot be inspected: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+        }
+    }
+}
+
+/// A helper program could not be located.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocateError {
+    /// The path given explicitly (e.g. `WorldOptions::impostor_program`)
+    /// is not an executable file; no other place was tried.
+    #[error("{name} given as {path:?} {problem}")]
+    ExplicitPath {
+        /// Binary name.
+        name: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: PathProblem,
+    },
+    /// No path was given and the search found nothing.
+    #[error(transparent)]
+    NotFound(#[from] NotFound),
+}
+
+fn check_exec_file(p: &Path) -> Result<(), PathProblem> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(p) {
+        Ok(m) if !m.is_file() => Err(PathProblem::NotAFile),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err(PathProblem::NotExecutable),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PathProblem::Missing),
+        Err(e) => Err(PathProblem::Inaccessible(
+            e.raw_os_error().unwrap_or(libc::EIO),
+        )),
+    }
+}
+
+fn is_exec_file(p: &Path) -> bool {
+    check_exec_file(p).is_ok()
+}
+
+/// Finds `helper`: at `explicit` when given (and only there), else by the
+/// search order in the module docs.
+pub fn find(helper: Helper, explicit: Option<&Path>) -> Result<Program, LocateError> {
     let plain = |path: PathBuf| Program {
         path,
         prefix_args: Vec::new(),
     };
     if let Some(p) = explicit {
-        if is_exec_file(p) {
-            return Ok(plain(p.to_path_buf()));
-        }
-        searched.push(p.to_path_buf());
+        return match check_exec_file(p) {
+            Ok(()) => Ok(plain(p.to_path_buf())),
+            Err(problem) => Err(LocateError::ExplicitPath {
+                name: helper.binary_name(),
+                path: p.to_path_buf(),
+                problem,
+            }),
+        };
     }
+    let mut searched = Vec::new();
     if let Some(p) = std::env::var_os(helper.env_var()) {
         let p = PathBuf::from(p);
         if is_exec_file(&p) {
@@ -121,5 +187,48 @@ pub fn find(helper: Helper, explicit: Option<&Path>) -> Result<Program, NotFound
         name: helper.binary_name(),
         env_var: helper.env_var(),
         searched,
-    })
+    }
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_path_is_the_only_place_looked_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("doppel-impostor");
+        assert_eq!(
+            find(Helper::Impostor, Some(&missing)),
+            Err(LocateError::ExplicitPath {
+                name: "doppel-impostor",
+                path: missing.clone(),
+                problem: PathProblem::Missing,
+            })
+        );
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"#!/bin/sh\n").unwrap();
+        assert!(matches!(
+            find(Helper::Init, Some(&plain)),
+            Err(LocateError::ExplicitPath {
+                problem: PathProblem::NotExecutable,
+                ..
+            })
+        ));
+        assert!(matches!(
+            find(Helper::Init, Some(dir.path())),
+            Err(LocateError::ExplicitPath {
+                problem: PathProblem::NotAFile,
+                ..
+            })
+        ));
+        let err = find(Helper::Impostor, Some(&missing))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&missing.display().to_string()) && err.contains("does not exist"),
+            "{err}"
+        );
+    }
 }

@@ -1,12 +1,16 @@
 //! Owns plants: hostile files put where a runtime keeps its state (oversized
 //! sparse files, FIFOs without writers, symlinks leading out, wrong owners,
-//! writable parents, ...). Planted by the harness through the world's host
-//! path; paths are relative to [`World::root`] and may not escape it.
+//! writable parents, ...). Planted by the harness from the host, through
+//! the work dir's fd ([`crate::worldfs`]): paths are relative to
+//! [`World::root`], and neither `..` nor a symlinked component (which a
+//! runtime under test may have put there) can take a plant out of the world.
 //!
-//! Depends on: `world` (paths).
+//! Depends on: `world` (paths), `worldfs` (resolution without symlinks).
 
 use crate::world::{PathOutsideWorld, World, check_relative};
-use std::os::unix::fs::PermissionsExt;
+use crate::worldfs::{PathRedirected, WorldPathError};
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Default apparent size of [`Plant::Oversized`]: just over 1 GiB.
@@ -98,17 +102,29 @@ pub struct Planted {
 /// Errors of planting.
 #[derive(Debug, thiserror::Error)]
 pub enum PlantError {
-    /// The path would leave the world.
+    /// The path would leave the world (absolute, or with `..`).
     #[error(transparent)]
     PathOutsideWorld(#[from] PathOutsideWorld),
+    /// A component of the path is a symlink (a runtime may have swapped a
+    /// state dir for one leading to `/etc`), not a directory, or escapes
+    /// the work dir; nothing was planted, and nothing outside was touched.
+    #[error("not planted: {0}")]
+    Redirected(#[from] PathRedirected),
     /// A file operation failed.
     #[error("planting at {path:?}")]
     Io {
-        /// Host path.
+        /// World path.
         path: PathBuf,
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// Something other than a regular file (a FIFO, a directory) is where a
+    /// file plant goes; it is left as it is.
+    #[error("not planted: {path:?} exists and is not a regular file")]
+    NotAFile {
+        /// World path.
+        path: PathBuf,
     },
     /// The plant is impossible here (e.g. a second uid in a one-uid user namespace).
     #[error("not staged: {reason}")]
@@ -116,6 +132,22 @@ pub enum PlantError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<WorldPathError> for PlantError {
+    fn from(e: WorldPathError) -> PlantError {
+        match e {
+            WorldPathError::Outside(o) => PlantError::PathOutsideWorld(o),
+            WorldPathError::Redirected(r) => PlantError::Redirected(r),
+            WorldPathError::Io { path, source, .. } => PlantError::Io { path, source },
+            WorldPathError::NotAFile { path } => PlantError::NotAFile { path },
+            // Plants never read; kept total for the compiler.
+            WorldPathError::TooLarge { path, .. } => PlantError::Io {
+                path,
+                source: std::io::Error::from(std::io::ErrorKind::FileTooLarge),
+            },
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PlantError + '_ {
@@ -127,58 +159,74 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PlantError + '_ {
 
 impl World {
     /// Plants `plant` at `rel` (relative to [`World::root`]); parent
-    /// directories are created. Refuses absolute and `..` paths.
+    /// directories are created. Refuses absolute and `..` paths, and never
+    /// follows a symlink: parents are resolved beneath the work dir's fd
+    /// one component at a time, and the final component is created
+    /// relative to its parent's fd without following it (a symlinked
+    /// component is [`PlantError::Redirected`]).
     pub fn plant(&self, rel: impl AsRef<Path>, plant: &Plant) -> Result<Planted, PlantError> {
         let rel = rel.as_ref();
         check_relative(rel)?;
-        let host = self.host_path(rel)?;
+        let host = self.host_root_dir().join(rel);
         let world_path = self.world_path(rel)?;
-        if let Some(parent) = host.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
+        let files = self.files();
+        let parent = files.parent(rel, true)?;
         let mut outside = None;
+        let write = |bytes: &[u8]| -> Result<std::fs::File, PlantError> {
+            let mut f = files.create_file(&parent)?;
+            f.write_all(bytes).map_err(io(&world_path))?;
+            Ok(f)
+        };
+        let symlink = |target: &Path| -> Result<(), PlantError> {
+            rustix::fs::symlinkat(target, &parent.fd, &parent.name)
+                .map_err(|e| files.final_error(&parent, e, "symlink").into())
+        };
         match plant {
             Plant::Oversized { size } => {
-                let f = std::fs::File::create(&host).map_err(io(&host))?;
-                f.set_len(*size).map_err(io(&host))?;
+                let f = write(b"")?;
+                f.set_len(*size).map_err(io(&world_path))?;
             }
             Plant::Fifo => {
-                nix::unistd::mkfifo(&host, nix::sys::stat::Mode::from_bits_truncate(0o644))
-                    .map_err(|e| io(&host)(std::io::Error::from(e)))?;
+                rustix::fs::mknodat(
+                    &parent.fd,
+                    &parent.name,
+                    FileType::Fifo,
+                    Mode::from_raw_mode(0o644),
+                    0,
+                )
+                .map_err(|e| PlantError::from(files.final_error(&parent, e, "mkfifo")))?;
             }
             Plant::SymlinkOutside => {
                 let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let target_rel = PathBuf::from(OUTSIDE_DIR).join(format!("target-{n}"));
-                let target_host = self.host_path(&target_rel)?;
                 let target_world = self.world_path(&target_rel)?;
-                let dir = self.host_path(OUTSIDE_DIR)?;
-                std::fs::create_dir_all(&dir).map_err(io(&dir))?;
                 let contents =
                     format!("doppel outside file {n}: must stay unchanged\n").into_bytes();
-                std::fs::write(&target_host, &contents).map_err(io(&target_host))?;
-                std::os::unix::fs::symlink(&target_world, &host).map_err(io(&host))?;
+                self.create_dir_all(OUTSIDE_DIR)?;
+                self.write_file(&target_rel, &contents)?;
+                symlink(&target_world)?;
                 outside = Some(OutsideFile {
                     world_path: target_world,
-                    host_path: target_host,
+                    host_path: self.host_root_dir().join(&target_rel),
                     contents,
                 });
             }
             Plant::DanglingSymlink => {
-                let target = self.world_path("does-not-exist/doppel-dangling")?;
-                std::os::unix::fs::symlink(&target, &host).map_err(io(&host))?;
+                symlink(&self.world_path("does-not-exist/doppel-dangling")?)?;
             }
             Plant::DirectoryInsteadOfFile => {
-                std::fs::create_dir(&host).map_err(io(&host))?;
+                rustix::fs::mkdirat(&parent.fd, &parent.name, Mode::from_raw_mode(0o777))
+                    .map_err(|e| PlantError::from(files.final_error(&parent, e, "mkdir")))?;
             }
             Plant::RandomBytes { len } => {
                 let bytes: Vec<u8> = (0..*len).map(|_| rand::random::<u8>()).collect();
-                std::fs::write(&host, bytes).map_err(io(&host))?;
+                write(&bytes)?;
             }
             Plant::Empty => {
-                std::fs::write(&host, b"").map_err(io(&host))?;
+                write(b"")?;
             }
             Plant::Truncated { of, keep } => {
-                std::fs::write(&host, &of[..(*keep).min(of.len())]).map_err(io(&host))?;
+                write(&of[..(*keep).min(of.len())])?;
             }
             Plant::WrongOwner { uid, contents } => {
                 if self.in_user_namespace() && *uid != 0 {
@@ -188,16 +236,21 @@ impl World {
                         ),
                     });
                 }
-                std::fs::write(&host, contents).map_err(io(&host))?;
-                std::os::unix::fs::chown(&host, Some(*uid), None).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::PermissionDenied {
-                        PlantError::NotStaged {
-                            reason: format!("chown to uid {uid} not permitted: {e}"),
+                let f = write(contents)?;
+                rustix::fs::fchown(&f, Some(rustix::fs::Uid::from_raw(*uid)), None).map_err(
+                    |e| {
+                        if e == rustix::io::Errno::PERM {
+                            PlantError::NotStaged {
+                                reason: format!(
+                                    "chown to uid {uid} not permitted: {}",
+                                    std::io::Error::from(e)
+                                ),
+                            }
+                        } else {
+                            io(&world_path)(e.into())
                         }
-                    } else {
-                        io(&host)(e)
-                    }
-                })?;
+                    },
+                )?;
             }
             Plant::GroupWritableParent { contents } | Plant::WorldWritableParent { contents } => {
                 let mode = if matches!(plant, Plant::GroupWritableParent { .. }) {
@@ -205,15 +258,25 @@ impl World {
                 } else {
                     0o777
                 };
-                let parent = host.parent().unwrap_or(&host).to_path_buf();
-                if parent == self.host_root_dir() {
+                if parent.parent_is_root {
                     return Err(PlantError::NotStaged {
                         reason: "the parent would be the world root; plant one level deeper".into(),
                     });
                 }
-                std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(mode))
-                    .map_err(io(&parent))?;
-                std::fs::write(&host, contents).map_err(io(&host))?;
+                // The parent's fd is O_PATH, which fchmod refuses: reopen it
+                // (".", so still no symlink followed) to change its mode.
+                let parent_world = world_path.parent().unwrap_or(&world_path);
+                let dir = rustix::fs::openat2(
+                    &parent.fd,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+                )
+                .map_err(|e| io(parent_world)(e.into()))?;
+                rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode))
+                    .map_err(|e| io(parent_world)(e.into()))?;
+                write(contents)?;
             }
         }
         Ok(Planted {

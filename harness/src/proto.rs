@@ -14,7 +14,13 @@ use std::io::{Read, Write};
 /// Version of this protocol. init announces it in `Ready`; the harness refuses
 /// an init of another version (e.g. a stale `doppel-init` next to a fresh
 /// test binary) with a clear error instead of a confusing decode failure.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: typed `BadRequest` reasons, `PidMaxNotPerNamespace`, `Unparsable`.
+/// 3: `Census` carries the signals init received.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// How many [`InitSignal`]s init keeps (a runtime stuck in a loop signalling
+/// PID 1 must not grow init without bound); later ones are only counted.
+pub const MAX_INIT_SIGNALS: usize = 1024;
 
 /// The largest frame either side accepts (captured output is capped well below).
 pub const MAX_FRAME: u32 = 64 << 20;
@@ -195,6 +201,41 @@ pub struct ReapedOrphan {
     pub start_time: Option<StartTime>,
 }
 
+/// A signal world init (PID 1) received from a world process. init takes
+/// every catchable signal through its signalfd, so a runtime that signals
+/// PID 1 (a garbage pid file of `1`, say) leaves this trace; KILL and STOP
+/// from inside the world cannot be caught, and the kernel drops them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitSignal {
+    /// The signal.
+    pub signal: Signal,
+    /// The sender's world PID (`ssi_pid`); `None` when the kernel sent it
+    /// or the sender is outside the world.
+    pub sender: Option<Pid>,
+    /// The sender's real uid (`ssi_uid`), as the world sees it.
+    pub sender_uid: u32,
+    /// `si_code`: `SI_USER` (0) for kill(2), `SI_QUEUE` (-1), `SI_TKILL`
+    /// (-6) for tgkill, ...
+    pub code: i32,
+    /// The sender's argv, read when init took the signal (empty when it was
+    /// already gone; a sender that exec'd since shows its new argv).
+    pub sender_argv: Vec<String>,
+}
+
+impl std::fmt::Display for InitSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.signal)?;
+        match self.sender {
+            Some(p) => write!(f, " from pid {p}")?,
+            None => f.write_str(" from outside the world or the kernel")?,
+        }
+        if !self.sender_argv.is_empty() {
+            write!(f, " {:?}", self.sender_argv)?;
+        }
+        Ok(())
+    }
+}
+
 /// A freshly started process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnedReport {
@@ -237,6 +278,11 @@ pub enum Response {
         processes: Vec<ProcessRecord>,
         /// Orphans reaped so far.
         reaped_orphans: Vec<ReapedOrphan>,
+        /// Signals init received so far, in the order it took them (at most
+        /// [`MAX_INIT_SIGNALS`]).
+        init_signals: Vec<InitSignal>,
+        /// Signals received after the record was full.
+        init_signals_dropped: u64,
     },
     /// Same-tick staging succeeded.
     SameTickStaged {
@@ -336,20 +382,60 @@ pub enum RemoteError {
         /// Attempts used.
         attempts: u32,
     },
-    /// A system call failed in init.
+    /// A system call failed in init with a real errno (conditions with a
+    /// meaning of their own have their own variants).
     #[error("{op}: errno {errno}")]
     Sys {
-        /// What init was doing (e.g. `mount proc`).
+        /// The call and what it was for (e.g. `mount proc on /proc`), for
+        /// people; match on `errno`, not on this text.
         op: String,
         /// errno.
         errno: i32,
     },
+    /// `WorldOptions::pid_max` was asked on a kernel where pid_max is not
+    /// per PID namespace (before Linux 6.14): writing it would change the
+    /// host's.
+    #[error("pid_max is not per PID namespace on Linux {kernel} (needs 6.14+): refused")]
+    PidMaxNotPerNamespace {
+        /// The kernel release.
+        kernel: String,
+    },
+    /// A /proc file init relies on did not parse.
+    #[error("{file} did not parse")]
+    Unparsable {
+        /// The file (world path).
+        file: String,
+    },
     /// A malformed request.
-    #[error("bad request: {detail}")]
+    #[error("bad request: {reason}")]
     BadRequest {
         /// What was wrong.
-        detail: String,
+        reason: BadRequestReason,
     },
+}
+
+/// What was wrong with a request init refused as malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BadRequestReason {
+    /// A spawn with an empty argv.
+    EmptyArgv,
+    /// A program, argument, environment entry or cwd containing a NUL byte.
+    NulInString,
+    /// Same-tick staging with `max_attempts` 0.
+    ZeroAttempts,
+    /// Wraparound placement without a target PID (`at_pid`).
+    NoTargetPid,
+}
+
+impl std::fmt::Display for BadRequestReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BadRequestReason::EmptyArgv => "argv is empty",
+            BadRequestReason::NulInString => "a string contains a NUL byte",
+            BadRequestReason::ZeroAttempts => "max_attempts must be at least 1",
+            BadRequestReason::NoTargetPid => "wraparound placement needs at_pid",
+        })
+    }
 }
 
 /// Why a frame could not be decoded.

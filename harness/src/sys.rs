@@ -371,6 +371,29 @@ pub fn install_signal_logger(log_fd: RawFd, signals: &[i32]) -> Result<(), Errno
     Ok(())
 }
 
+/// A signal set holding `signals`, real-time ones included (nix's `SigSet`
+/// only names the standard signals). Numbers the C library refuses (glibc
+/// keeps 32 and 33 for itself) or that are out of range are left out.
+pub fn signal_set(signals: &[i32]) -> nix::sys::signal::SigSet {
+    // SAFETY: sigemptyset initializes the zeroed set before any sigaddset,
+    // which only sets bits in it (and refuses invalid numbers with EINVAL,
+    // leaving the set as it was); `from_sigset_t_unchecked` gets the
+    // initialized set, as it requires.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        nix::sys::signal::SigSet::from_sigset_t_unchecked(set)
+    }
+}
+
+/// The C library's real-time signal range, `SIGRTMIN()..=SIGRTMAX()`.
+pub fn realtime_signals() -> std::ops::RangeInclusive<i32> {
+    libc::SIGRTMIN()..=libc::SIGRTMAX()
+}
+
 /// Blocks until a signal handler runs (`pause(2)`).
 pub fn pause() {
     // SAFETY: pause has no arguments and no memory effects.

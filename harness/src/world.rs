@@ -5,18 +5,24 @@
 //! world PIDs. Dropping a `World` SIGKILLs init through a pidfd; the kernel
 //! then kills every process of the world before init's exit completes.
 //!
-//! Depends on: `proto`, `command`, `locate`, `procfs`, `sys` (pre_exec), `census`.
+//! Host-side file access to the work dir goes through [`crate::worldfs`]
+//! (resolved beneath a dir fd, no symlinks followed): the world shares the
+//! host's root filesystem, and a runtime under test may redirect its dirs.
+//!
+//! Depends on: `proto`, `command`, `locate`, `procfs`, `sys` (pre_exec),
+//! `census`, `worldfs`.
 
 use crate::census::Census;
 use crate::command::WorldCommand;
 use crate::ids::{Pid, Signal, StartTime};
-use crate::locate::{self, Helper, NotFound, Program};
+use crate::locate::{self, Helper, LocateError, Program};
 use crate::procfs::{ProcStat, parse_stat};
 use crate::proto::{
     ExitReport, FrameError, OnTimeout, PROTOCOL_VERSION, RemoteError, Request, Response,
     SpawnedReport, read_frame, write_frame,
 };
 use crate::sys;
+use crate::worldfs::{WorkDir, WorldPathError};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::UnixStream;
@@ -83,9 +89,10 @@ pub struct PathOutsideWorld {
 /// Errors of [`World`] operations.
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
-    /// doppel-init (or doppel-impostor) was not found.
+    /// doppel-init (or doppel-impostor) was not found, or the path given
+    /// for it is not an executable file.
     #[error(transparent)]
-    HelperNotFound(#[from] NotFound),
+    Helper(#[from] LocateError),
     /// The host-side work dir could not be created or removed.
     #[error("work dir {path:?}")]
     Workdir {
@@ -138,6 +145,28 @@ pub enum WorldError {
     /// Init refused or failed the request (typed: PidTaken, PidOutOfRange, ...).
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// The process at init's reported PID is not the stub's child, so a
+    /// pidfd for that PID would not be ours to SIGKILL (it died and the PID
+    /// was reused, or init reported a wrong PID).
+    #[error(
+        "init pid {pid} is not the child of doppel-init's stub (pid {stub}); its parent is {parent:?}"
+    )]
+    InitNotStubChild {
+        /// The PID init reported (harness namespace).
+        pid: Pid,
+        /// The stub's PID.
+        stub: u32,
+        /// The parent found in `/proc/<pid>/stat` (`None`: unreadable, e.g. gone).
+        parent: Option<i32>,
+    },
+    /// Init did not exit within the deadline after SIGKILL at close.
+    #[error("init pid {pid} still running {waited:?} after SIGKILL")]
+    InitDidNotExit {
+        /// init's outer PID.
+        pid: Pid,
+        /// How long the harness waited.
+        waited: Duration,
+    },
     /// A pidfd operation on init failed.
     #[error("pidfd for init pid {pid}")]
     Pidfd {
@@ -150,6 +179,10 @@ pub enum WorldError {
     /// A path argument would leave the world.
     #[error(transparent)]
     PathOutsideWorld(#[from] PathOutsideWorld),
+    /// Host-side access to a world path failed or was refused (a symlinked
+    /// component, a non-regular file, ...).
+    #[error(transparent)]
+    Path(#[from] WorldPathError),
     /// No such world process (reading its /proc entry failed).
     #[error("no process {pid} in the world")]
     NoSuchProcess {
@@ -230,7 +263,8 @@ pub struct World {
     pid_ns_inode: u64,
     workdir: PathBuf,
     host_root: PathBuf,
-    pub(crate) impostor_program: Result<Program, NotFound>,
+    files: WorkDir,
+    pub(crate) impostor_program: Result<Program, LocateError>,
     pub(crate) seq: std::sync::atomic::AtomicU64,
 }
 
@@ -240,7 +274,13 @@ pub(crate) fn millis(d: Duration) -> u64 {
 }
 
 fn make_workdir() -> Result<PathBuf, WorldError> {
+    // Canonical, so that the work dir can later be opened without following
+    // any symlink (see `WorkDir::open`) even where $TMPDIR is one.
     let base = std::env::temp_dir();
+    let base = std::fs::canonicalize(&base).map_err(|e| WorldError::Workdir {
+        path: base,
+        source: e,
+    })?;
     let mut last_err = None;
     for _ in 0..16 {
         let name = format!(
@@ -308,7 +348,7 @@ impl World {
         opts: &WorldOptions,
         init: &Program,
         workdir: PathBuf,
-        impostor_program: Result<Program, NotFound>,
+        impostor_program: Result<Program, LocateError>,
     ) -> Result<World, WorldError> {
         let (mut ours, theirs) = UnixStream::pair().map_err(WorldError::Socket)?;
         let mut cmd = Command::new(&init.path);
@@ -391,19 +431,36 @@ impl World {
         // The pidfd is for our init only if its parent is still our stub
         // (which cannot exit, and so cannot let the PID be reused, before
         // init does).
-        let parent_ok = std::fs::read(format!("/proc/{outer}/stat"))
+        let parent = std::fs::read(format!("/proc/{outer}/stat"))
             .ok()
             .and_then(|b| parse_stat(&b).ok())
-            .is_some_and(|s| s.ppid == stub.id() as i32);
-        if !parent_ok {
+            .map(|s| s.ppid);
+        if parent != Some(stub.id() as i32) {
+            let stub_pid = stub.id();
             return Err(fail(
                 &mut stub,
-                WorldError::Pidfd {
+                WorldError::InitNotStubChild {
                     pid: outer,
-                    source: std::io::Error::other("init is not the stub's child"),
+                    stub: stub_pid,
+                    parent,
                 },
             ));
         }
+        let host_root = PathBuf::from(format!("/proc/{outer}/root"));
+        // Opened now, before any world process runs: nothing in the world can
+        // have redirected the path yet.
+        let files = match WorkDir::open(&host_root, &workdir) {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(fail(
+                    &mut stub,
+                    WorldError::Workdir {
+                        path: workdir,
+                        source: e,
+                    },
+                ));
+            }
+        };
         let pid_ns_inode = std::fs::metadata(format!("/proc/{outer}/ns/pid"))
             .map(|m| m.ino())
             .unwrap_or(0);
@@ -418,7 +475,8 @@ impl World {
             userns,
             set_tid,
             pid_ns_inode,
-            host_root: PathBuf::from(format!("/proc/{outer}/root")),
+            host_root,
+            files,
             workdir,
             impostor_program,
             seq: std::sync::atomic::AtomicU64::new(0),
@@ -531,8 +589,9 @@ impl World {
         }
     }
 
-    /// Lists every process of the world (read by init from its /proc) and
-    /// the orphans init reaped so far. Environ is capped at 64 KiB a process.
+    /// Lists every process of the world (read by init from its /proc), the
+    /// orphans init reaped so far and the signals world processes sent to
+    /// init. Environ is capped at 64 KiB a process.
     pub fn census(&self) -> Result<Census, WorldError> {
         match self.request(
             &Request::Census {
@@ -543,7 +602,10 @@ impl World {
             Response::Census {
                 processes,
                 reaped_orphans,
-            } => Ok(Census::new(processes, reaped_orphans)),
+                init_signals,
+                init_signals_dropped,
+            } => Ok(Census::new(processes, reaped_orphans)
+                .with_init_signals(init_signals, init_signals_dropped)),
             _ => Err(WorldError::UnexpectedResponse { request: "census" }),
         }
     }
@@ -667,11 +729,45 @@ impl World {
     }
 
     /// Where a path relative to [`World::root`] is reachable from the host
-    /// (through `/proc/<init>/root`). Absolute or `..` paths are refused.
-    pub fn host_path(&self, rel: impl AsRef<Path>) -> Result<PathBuf, PathOutsideWorld> {
+    /// (through `/proc/<init>/root`). Absolute or `..` paths are refused, and
+    /// so is a path whose existing parent directories include a symlink or a
+    /// non-directory ([`WorldPathError::Redirected`]); the final component
+    /// may be anything (a planted symlink, say).
+    ///
+    /// The check is made now: a world process can still swap a directory
+    /// for a symlink before the caller uses the path. To write, or to read
+    /// what a runtime controls, use [`World::write_file`],
+    /// [`World::read_file`], [`World::create_dir_all`] or
+    /// [`World::plant`], which act through directory fds and never follow.
+    pub fn host_path(&self, rel: impl AsRef<Path>) -> Result<PathBuf, WorldPathError> {
         let rel = rel.as_ref();
-        check_relative(rel)?;
+        self.files.check_parents(rel)?;
         Ok(self.host_root_dir().join(rel))
+    }
+
+    /// Writes `bytes` to `rel` (relative to [`World::root`]), creating or
+    /// truncating it. The parent must exist; no symlink is followed, the
+    /// final component included, and a non-regular file there is refused.
+    pub fn write_file(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<(), WorldPathError> {
+        self.files.write(rel.as_ref(), bytes)
+    }
+
+    /// Reads the regular file `rel` (relative to [`World::root`]), at most
+    /// `cap` bytes, without following any symlink and without blocking on
+    /// a FIFO.
+    pub fn read_file(&self, rel: impl AsRef<Path>, cap: u64) -> Result<Vec<u8>, WorldPathError> {
+        self.files.read(rel.as_ref(), cap)
+    }
+
+    /// `mkdir -p` of `rel` (relative to [`World::root`]), refusing to go
+    /// through a symlink.
+    pub fn create_dir_all(&self, rel: impl AsRef<Path>) -> Result<(), WorldPathError> {
+        self.files.create_dir_all(rel.as_ref()).map(drop)
+    }
+
+    /// The work dir, held open by fd (for plants).
+    pub(crate) fn files(&self) -> &WorkDir {
+        &self.files
     }
 
     /// The world-inner absolute path of `rel` (checked like [`World::host_path`]).
@@ -729,10 +825,11 @@ impl World {
         let mut first_err = None;
         if let Some(pidfd) = self.init_pidfd.take() {
             let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
-            if !wait_readable(&pidfd, Duration::from_secs(10)) {
-                first_err.get_or_insert(WorldError::Pidfd {
+            let waited = Duration::from_secs(10);
+            if !wait_readable(&pidfd, waited) {
+                first_err.get_or_insert(WorldError::InitDidNotExit {
                     pid: self.init_outer,
-                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    waited,
                 });
             }
         }

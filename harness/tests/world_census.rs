@@ -5,6 +5,7 @@ mod common;
 use common::{Need, open_world, world_main};
 use doppel_harness::census::SecretLocation;
 use doppel_harness::{ExitStatus, WorldCommand};
+use std::time::Duration;
 
 fn census_finds_planted_zombies_with_their_parent() {
     let w = open_world();
@@ -83,16 +84,15 @@ fn reaped_orphan_argv_comes_from_the_census_cache() {
         .clone();
     assert!(!argv.is_empty());
     w.signal(daemon.pid, doppel_harness::Signal::KILL).unwrap();
-    // init reaps it; poll the census (each call is a round trip) with a bound.
-    for _ in 0..10_000 {
-        let c = w.census().unwrap();
-        if let Some(o) = c.reaped_orphans().iter().find(|o| o.pid == daemon.pid) {
-            assert_eq!(o.argv, argv);
-            assert_eq!(o.status, ExitStatus::Signaled(doppel_harness::Signal::KILL));
-            return;
-        }
-    }
-    panic!("daemon never reaped");
+    // init reaps it; poll the census (each call is a round trip) until a deadline.
+    let o = common::poll_census(&w, "SIGKILLed daemon reaped and recorded", |c| {
+        c.reaped_orphans()
+            .iter()
+            .find(|o| o.pid == daemon.pid)
+            .cloned()
+    });
+    assert_eq!(o.argv, argv);
+    assert_eq!(o.status, ExitStatus::Signaled(doppel_harness::Signal::KILL));
 }
 
 fn census_lists_open_fds() {
@@ -130,8 +130,63 @@ fn census_lists_open_fds() {
     assert!(c.process(imp.pid).unwrap().spawned_by_init);
 }
 
+fn signals_sent_to_init_are_recorded_with_their_sender() {
+    let w = open_world();
+    // Before anything signals it: children exiting (kernel SIGCHLD) are
+    // not recorded.
+    for _ in 0..3 {
+        w.run(&WorldCommand::new("/bin/true"), Duration::from_secs(10))
+            .unwrap();
+    }
+    assert_eq!(w.census().unwrap().init_signals(), []);
+
+    // What a runtime that trusted a pid file holding `1` would do. KILL
+    // first: uncatchable, dropped by the kernel for a namespace's init.
+    let s = w
+        .spawn(&WorldCommand::new("/bin/sh").args([
+            "-c",
+            "kill -KILL 1; kill -TERM 1; kill -USR1 1; kill -HUP 1; kill -37 1; kill -CHLD 1; exec sleep 1000",
+        ]))
+        .unwrap();
+    // Sorted: the kernel hands pending signals over lowest number first.
+    let want = [1, 10, 15, 17, 37];
+    let got = common::poll_census(&w, "the shell's five signals to init", |c| {
+        (c.init_signals().len() >= want.len()).then(|| c.init_signals().to_vec())
+    });
+    let mut signos: Vec<i32> = got.iter().map(|g| g.signal.get()).collect();
+    signos.sort_unstable();
+    assert_eq!(signos, want, "{got:?}");
+    for g in &got {
+        assert_eq!(g.sender, Some(s.pid), "{g}");
+        assert_eq!(g.code, 0, "SI_USER: {g}");
+        // Read when init took the signal: the shell's, or the sleep it
+        // became.
+        assert!(!g.sender_argv.is_empty(), "{g}");
+    }
+    let term = got.iter().find(|g| g.signal.get() == 15).unwrap();
+    assert_eq!(
+        term.to_string(),
+        format!("SIGTERM from pid {} {:?}", s.pid, term.sender_argv)
+    );
+    // init kept running and serving: it still spawns, waits and reaps.
+    let exit = w
+        .run(&WorldCommand::new("/bin/true"), Duration::from_secs(10))
+        .unwrap();
+    assert!(exit.status.success());
+    let c = w.census().unwrap();
+    assert!(c.process(doppel_harness::Pid::INIT).is_some());
+    assert_eq!(
+        c.init_signals().len(),
+        want.len(),
+        "nothing new: {:?}",
+        c.init_signals()
+    );
+    assert_eq!(c.init_signals_dropped(), 0);
+}
+
 world_main!(
     Need::Worlds => [
+        signals_sent_to_init_are_recorded_with_their_sender,
         census_finds_planted_zombies_with_their_parent,
         census_finds_a_secret_in_environ_and_not_an_absent_one,
         orphans_reaped_by_init_are_recorded,

@@ -4,6 +4,8 @@ mod common;
 
 use common::{Need, open_world, world_main};
 use doppel_harness::impostor::{ImpostorKind, Placement};
+use doppel_harness::locate::{LocateError, PathProblem};
+use doppel_harness::proto::BadRequestReason;
 use doppel_harness::{
     ImpostorError, Pid, RemoteError, Signal, StartTime, WorldCommand, WorldError,
 };
@@ -176,7 +178,12 @@ fn same_tick_staging_reports_not_staged_when_impossible() {
         )
         .unwrap_err();
     assert!(
-        matches!(err, WorldError::Remote(RemoteError::BadRequest { .. })),
+        matches!(
+            err,
+            WorldError::Remote(RemoteError::BadRequest {
+                reason: BadRequestReason::ZeroAttempts
+            })
+        ),
         "{err:?}"
     );
 }
@@ -212,18 +219,28 @@ fn same_tick_success_rate_is_reported() {
 }
 
 fn missing_impostor_binary_is_a_typed_error() {
+    let missing = std::path::PathBuf::from("/nonexistent/doppel-impostor");
     let w = doppel_harness::World::open(doppel_harness::WorldOptions {
-        impostor_program: Some("/nonexistent/doppel-impostor".into()),
+        impostor_program: Some(missing.clone()),
         ..common::options()
     })
     .unwrap();
-    // Explicit path missing falls back to the sibling lookup; a missing sibling
-    // would be NotFound. Either way no panic:
+    // The explicit path is the only place looked at: no fallback to the
+    // sibling binary (which exists in this build), and the error names it.
     match w.impostor(&ImpostorKind::Unrelated, Placement::Anywhere) {
-        Ok(i) => assert!(i.is_alive(&w)),
-        Err(ImpostorError::NotFound(e)) => eprintln!("{e}"),
-        Err(e) => panic!("{e:?}"),
+        Err(ImpostorError::Helper(LocateError::ExplicitPath {
+            name,
+            path,
+            problem,
+        })) => {
+            assert_eq!(name, "doppel-impostor");
+            assert_eq!(path, missing);
+            assert_eq!(problem, PathProblem::Missing);
+        }
+        other => panic!("expected ExplicitPath for {missing:?}, got {other:?}"),
     }
+    // The world itself still works without an impostor.
+    assert_eq!(w.census().unwrap().processes().len(), 1);
 }
 
 fn same_tick_is_not_staged_when_the_victim_outlives_its_tick() {

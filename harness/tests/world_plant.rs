@@ -4,7 +4,10 @@ mod common;
 
 use common::{Need, open_world, world_main};
 use doppel_harness::plant::{DEFAULT_OVERSIZED, Plant, PlantError};
+use doppel_harness::{RedirectReason, WorldCommand, WorldPathError};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
 
 fn every_plant_kind_creates_what_it_says() {
     let w = open_world();
@@ -144,8 +147,147 @@ fn paths_outside_the_world_are_typed_errors() {
     }
 }
 
+/// Every entry under `dir` (host path), as names, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn symlinked_dirs_are_never_followed_out_of_the_world() {
+    let w = open_world();
+    // A host dir outside the world's work dir, which the world can see (it
+    // shares the host's root filesystem): what a runtime's symlink to /etc
+    // would expose.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("passwd"), b"keep me\n").unwrap();
+    // Made by a world process, the way a runtime under test would.
+    let root = w.root().display().to_string();
+    let out = outside.path().display().to_string();
+    let script = format!(
+        "mkdir -p {root}/r && ln -s {out} {root}/r/box && ln -s {out}/passwd {root}/r/state.json"
+    );
+    let exit = w
+        .run(
+            &WorldCommand::new("/bin/sh").args(["-c", &script]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(exit.status.success(), "{exit:?}");
+
+    let kinds = [
+        Plant::Oversized {
+            size: DEFAULT_OVERSIZED,
+        },
+        Plant::Fifo,
+        Plant::SymlinkOutside,
+        Plant::DanglingSymlink,
+        Plant::DirectoryInsteadOfFile,
+        Plant::RandomBytes { len: 16 },
+        Plant::Empty,
+        Plant::GroupWritableParent {
+            contents: b"x".to_vec(),
+        },
+    ];
+    for plant in &kinds {
+        for rel in ["r/box/state.json", "r/box/deeper/state.json"] {
+            match w.plant(rel, plant) {
+                Err(PlantError::Redirected(r)) => {
+                    assert_eq!(r.reason, RedirectReason::Symlink, "{plant:?} at {rel}: {r}");
+                    assert_eq!(r.component, w.root().join("r/box"), "{plant:?} at {rel}");
+                    assert_eq!(r.path, w.root().join(rel));
+                    assert!(r.to_string().contains("symlink"), "{r}");
+                }
+                other => panic!("{plant:?} at {rel}: expected Redirected, got {other:?}"),
+            }
+        }
+    }
+    // A final component that is a symlink is not followed either.
+    for plant in [
+        Plant::Empty,
+        Plant::Oversized { size: 1 << 20 },
+        Plant::RandomBytes { len: 16 },
+    ] {
+        match w.plant("r/state.json", &plant) {
+            Err(PlantError::Redirected(r)) => {
+                assert_eq!(r.reason, RedirectReason::Symlink);
+                assert_eq!(r.component, w.root().join("r/state.json"));
+            }
+            other => panic!("{plant:?} over a symlink: expected Redirected, got {other:?}"),
+        }
+    }
+    // The other host-side helpers refuse the same way.
+    assert!(matches!(
+        w.write_file("r/box/f", b"x"),
+        Err(WorldPathError::Redirected(_))
+    ));
+    assert!(matches!(
+        w.write_file("r/state.json", b"x"),
+        Err(WorldPathError::Redirected(_))
+    ));
+    assert!(matches!(
+        w.read_file("r/state.json", 4096),
+        Err(WorldPathError::Redirected(_))
+    ));
+    assert!(matches!(
+        w.create_dir_all("r/box/d"),
+        Err(WorldPathError::Redirected(_))
+    ));
+    assert!(matches!(
+        w.host_path("r/box/state.json"),
+        Err(WorldPathError::Redirected(_))
+    ));
+    // The final component may be a symlink for host_path (to look at it).
+    assert!(w.host_path("r/box").is_ok());
+
+    assert_eq!(
+        entries(outside.path()),
+        ["passwd"],
+        "nothing landed outside"
+    );
+    assert_eq!(
+        std::fs::read(outside.path().join("passwd")).unwrap(),
+        b"keep me\n"
+    );
+    // The check can fail: the same plant without the symlink does land.
+    std::fs::remove_file(w.host_path("r/box").unwrap()).unwrap();
+    w.plant("r/box/state.json", &Plant::Empty).unwrap();
+    assert_eq!(w.read_file("r/box/state.json", 16).unwrap(), b"");
+}
+
+fn file_helpers_stay_beneath_and_refuse_fifos() {
+    let w = open_world();
+    w.create_dir_all("a/b").unwrap();
+    w.write_file("a/b/f", b"hello").unwrap();
+    assert_eq!(w.read_file("a/b/f", 5).unwrap(), b"hello");
+    assert!(matches!(
+        w.read_file("a/b/f", 4),
+        Err(WorldPathError::TooLarge { cap: 4, .. })
+    ));
+    w.plant("a/fifo", &Plant::Fifo).unwrap();
+    // Neither blocks on a FIFO without a writer / reader.
+    assert!(matches!(
+        w.read_file("a/fifo", 16),
+        Err(WorldPathError::NotAFile { .. })
+    ));
+    assert!(w.write_file("a/fifo", b"x").is_err());
+    assert!(matches!(
+        w.plant("a/fifo", &Plant::Empty),
+        Err(PlantError::Io { .. } | PlantError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        w.write_file("../x", b"x"),
+        Err(WorldPathError::Outside(_))
+    ));
+}
+
 world_main!(
     Need::Worlds => [
+        symlinked_dirs_are_never_followed_out_of_the_world,
+        file_helpers_stay_beneath_and_refuse_fifos,
         every_plant_kind_creates_what_it_says,
         planted_files_are_visible_inside_the_world,
         paths_outside_the_world_are_typed_errors,

@@ -207,19 +207,17 @@ fn death_by_a_realtime_signal_is_reported_and_reaping_goes_on() {
         .run(&WorldCommand::new("/bin/true"), Duration::from_secs(10))
         .unwrap();
     assert!(again.status.success());
-    for _ in 0..10_000 {
-        if let Some(o) = w
-            .census()
-            .unwrap()
-            .reaped_orphans()
-            .iter()
-            .find(|o| o.pid == d.pid)
-        {
-            assert_eq!(o.status, ExitStatus::Signaled(rt));
-            return;
-        }
-    }
-    panic!("orphan killed by a real-time signal was never reaped");
+    let status = common::poll_census(
+        &w,
+        "orphan killed by a real-time signal reaped and recorded",
+        |c| {
+            c.reaped_orphans()
+                .iter()
+                .find(|o| o.pid == d.pid)
+                .map(|o| o.status)
+        },
+    );
+    assert_eq!(status, ExitStatus::Signaled(rt));
 }
 
 fn signal_to_a_missing_process_is_typed() {

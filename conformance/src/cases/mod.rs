@@ -86,7 +86,7 @@ pub static ALL: &[Case] = &[
         id: "stop::signal_targets_sane",
         level: Level::Must,
         scene: "garbage pids (0, -1, 1, huge) written into the identity record",
-        holds: "kill signals nothing (every process of the world survives) and fails or says not running",
+        holds: "kill signals nothing (every process of the world survives, init receives no signal) and fails or says not running",
         machine: &[M::World],
         needs: &[N::IdentityRecord],
         ops: &[Op::Run, Op::Kill],

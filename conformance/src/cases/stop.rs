@@ -87,7 +87,24 @@ pub(crate) fn signal_targets_sane(s: &mut Scene<'_>) -> Verdict {
         let real = live_box(s, &id)?;
         s.rewrite_identity(&id, |rec| rec.pid(garbage))?;
         let before = s.census()?;
-        let run = s.kill(&id, "KILL")?;
+        // TERM first: the world's init takes it and records the sender, so
+        // a runtime that signals pid 1 is caught even though init survives
+        // (a KILL to a PID namespace's init from inside is dropped without
+        // a trace). KILL then makes anything else it hits disappear.
+        for signal in ["TERM", "KILL"] {
+            let run = s.kill(&id, signal)?;
+            if run.success() && run.stderr.trim().is_empty() {
+                problems.push(format!(
+                    "kill {signal} with recorded pid {garbage} exited 0 saying nothing (expected a clear error or 'not running')"
+                ));
+            }
+            if run.crashed() {
+                problems.push(format!(
+                    "kill {signal} with recorded pid {garbage} crashed: {}",
+                    run.summary()
+                ));
+            }
+        }
         let after = s.census()?;
         let gone: Vec<String> = before
             .procs
@@ -106,21 +123,16 @@ pub(crate) fn signal_targets_sane(s: &mut Scene<'_>) -> Verdict {
                 "kill with recorded pid {garbage} killed pid {real}, which the record no longer names"
             ));
         }
-        if run.success() && run.stderr.trim().is_empty() {
+        let seen = before.init_signals.len().min(after.init_signals.len());
+        for sig in &after.init_signals[seen..] {
             problems.push(format!(
-                "kill with recorded pid {garbage} exited 0 saying nothing (expected a clear error or 'not running')"
-            ));
-        }
-        if run.crashed() {
-            problems.push(format!(
-                "kill with recorded pid {garbage} crashed: {}",
-                run.summary()
+                "kill with recorded pid {garbage}: world init (pid 1) received {sig}"
             ));
         }
     }
     problems.extend(impostor_problem(s, &bystander)?);
     judge(
-        "a garbage recorded pid is never signalled: every process of the world survives, with a clear answer",
+        "a garbage recorded pid is never signalled: every process of the world survives, init receives no signal, and kill answers clearly",
         problems,
         s,
     )

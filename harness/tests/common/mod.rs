@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_macros, unused_imports)]
 
 use doppel_harness::{Capabilities, World, WorldOptions};
+use std::time::{Duration, Instant};
 
 /// What a test needs beyond the code under test.
 #[derive(Debug, Clone, Copy)]
@@ -100,4 +101,32 @@ pub fn options() -> WorldOptions {
 /// Capabilities of this machine.
 pub fn caps() -> &'static Capabilities {
     Capabilities::detect()
+}
+
+/// How long a test polls the census for something init is about to record.
+pub const CENSUS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Asks the census (one round trip to init each time, no sleeping) until
+/// `found` answers `Some`, and returns that; panics naming `what` once
+/// [`CENSUS_DEADLINE`] has passed.
+pub fn poll_census<T>(
+    w: &World,
+    what: &str,
+    mut found: impl FnMut(&doppel_harness::Census) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + CENSUS_DEADLINE;
+    let mut polls = 0u64;
+    loop {
+        let c = w.census().expect("census");
+        polls += 1;
+        if let Some(t) = found(&c) {
+            return t;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{what}: not in the census after {CENSUS_DEADLINE:?} ({polls} polls); last census: {:?}",
+                c.reaped_orphans()
+            );
+        }
+    }
 }
