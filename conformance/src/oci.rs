@@ -75,7 +75,7 @@ impl Bundles {
     pub fn build(
         &mut self,
         world_dir: &str,
-        host: impl Fn(&str) -> PathBuf,
+        host: impl Fn(&str) -> Result<PathBuf, NotStaged>,
         root: &str,
         id: &str,
         payload: &[String],
@@ -85,7 +85,7 @@ impl Bundles {
             Some(r) => r.clone(),
             None => {
                 let r = format!("{base}/rootfs");
-                bundle::build_rootfs(&host(&r), Path::new(bundle::BUSYBOX))?;
+                bundle::build_rootfs(&host(&r)?, Path::new(bundle::BUSYBOX))?;
                 self.rootfs = Some(r.clone());
                 r
             }
@@ -95,7 +95,7 @@ impl Bundles {
         let cgroup = format!("/doppel-{}-{}-{id}", self.token, self.seq);
         let mut spec = BundleSpec::new(payload.iter().cloned(), rootfs);
         spec.cgroups_path = Some(cgroup.clone());
-        bundle::write_bundle(&host(&dir), &spec)?;
+        bundle::write_bundle(&host(&dir)?, &spec)?;
         self.cgroups.push(cgroup);
         if !self.boxes.iter().any(|(r, i)| r == root && i == id) {
             self.boxes.push((root.to_string(), id.to_string()));

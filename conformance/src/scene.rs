@@ -467,7 +467,7 @@ impl<'a> Scene<'a> {
     }
 
     /// Host path of a world path (for polling files the runtime creates).
-    pub fn host_path_of(&self, world_path: &str) -> PathBuf {
+    pub fn host_path_of(&self, world_path: &str) -> Result<PathBuf, NotStaged> {
         self.host(world_path)
     }
 
@@ -762,7 +762,7 @@ impl<'a> Scene<'a> {
         owner: Option<u32>,
     ) -> Result<String, NotStaged> {
         let parent = self.outside_path(name);
-        let host = self.world.host_path(&parent);
+        let host = self.world.host_path(&parent)?;
         std::fs::create_dir_all(&host).map_err(|e| io(&host, e))?;
         std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
             .map_err(|e| io(&host, e))?;
@@ -778,31 +778,33 @@ impl<'a> Scene<'a> {
         Ok(format!("{parent}/root"))
     }
 
-    fn host(&self, path: &str) -> PathBuf {
+    /// Host path of a world path; no symlink below the world's dir (see
+    /// [`crate::world::World::host_path`]).
+    fn host(&self, path: &str) -> Result<PathBuf, NotStaged> {
         self.world.host_path(path)
     }
 
-    /// Reads a world file.
+    /// Reads a world file (at most 16 MiB; no symlink followed).
     pub fn read(&self, path: &str) -> Result<Vec<u8>, NotStaged> {
-        let h = self.host(path);
-        std::fs::read(&h).map_err(|e| io(&h, e))
+        self.world.read_file(path, 16 << 20)
     }
 
-    /// Writes a world file (replacing it).
+    /// Writes a world file (replacing it; no symlink followed).
     pub fn write(&self, path: &str, bytes: &[u8]) -> Result<(), NotStaged> {
-        let h = self.host(path);
-        std::fs::write(&h, bytes).map_err(|e| io(&h, e))
+        self.world.write_file(path, bytes)
     }
 
-    /// Whether a world path exists (without following a final symlink).
+    /// Whether a world path exists (without following a final symlink; a
+    /// path through a symlinked dir is reported as not there).
     pub fn exists(&self, path: &str) -> bool {
-        std::fs::symlink_metadata(self.host(path)).is_ok()
+        self.host(path)
+            .is_ok_and(|h| std::fs::symlink_metadata(h).is_ok())
     }
 
     /// Identity of a file's state for "left in place, unchanged" checks:
     /// type, size, inode, mtime, and a hash of small regular files.
     pub fn fingerprint(&self, path: &str) -> Result<String, NotStaged> {
-        let h = self.host(path);
+        let h = self.host(path)?;
         let m = match std::fs::symlink_metadata(&h) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("absent".into()),
@@ -817,7 +819,7 @@ impl<'a> Scene<'a> {
             m.mtime_nsec()
         );
         if m.is_file() && m.size() <= 1 << 20 {
-            let bytes = std::fs::read(&h).map_err(|e| io(&h, e))?;
+            let bytes = self.world.read_file(path, 1 << 20)?;
             fp.push_str(&format!(" fnv {:x}", fnv(&bytes)));
         }
         Ok(fp)
@@ -825,9 +827,13 @@ impl<'a> Scene<'a> {
 
     /// Plants a file at a world path, replacing what is there.
     pub fn plant(&mut self, path: &str, plant: Plant) -> Result<(), NotStaged> {
-        let h = self.host(path);
+        // Checked: no component below the world's dir is a symlink, so what
+        // is removed and created below is inside the world; the last
+        // component is never followed (symlink_metadata, remove_file of a
+        // link, remove_dir_all of a real dir only).
+        let h = self.host(path)?;
         let old = if plant == Plant::Truncated {
-            std::fs::read(&h).unwrap_or_default()
+            self.world.read_file(path, 16 << 20).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -883,7 +889,7 @@ impl<'a> Scene<'a> {
     /// they appear, so entries made in a new dir before its watch is set
     /// are not covered; [`TreeWatch::finish`] names them.
     pub fn watch_attrib_tree(&self, dir: &str) -> Result<TreeWatch, NotStaged> {
-        TreeWatch::start(dir.trim_end_matches('/').to_string(), self.host(dir))
+        TreeWatch::start(dir.trim_end_matches('/').to_string(), self.host(dir)?)
     }
 
     /// Starts watching a world dir for writes into the files in it
@@ -891,7 +897,7 @@ impl<'a> Scene<'a> {
     /// name; one replaced atomically only under its temp file's.
     pub fn watch_writes(&self, dir: &str) -> Result<WriteWatch, NotStaged> {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let h = self.host(dir);
+        let h = self.host(dir)?;
         let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .map_err(|e| io(&h, e.into()))?;
         ino.add_watch(&h, AddWatchFlags::IN_MODIFY)
@@ -903,7 +909,7 @@ impl<'a> Scene<'a> {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_string()];
         while let Some(p) = stack.pop() {
-            let h = self.host(&p);
+            let h = self.host(&p)?;
             let m = std::fs::symlink_metadata(&h).map_err(|e| io(&h, e))?;
             out.push((p.clone(), m.mode(), m.is_dir()));
             if m.is_dir() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::MachineNeed;
+use crate::catalog::{MachineNeed, NotStaged};
 
 use doppel_harness::command::WorldCommand;
 use doppel_harness::ids::{Pid, Signal};
@@ -355,22 +355,66 @@ impl World {
         &self.dir
     }
 
-    /// Host path of a world path.
-    pub fn host_path(&self, world_path: &str) -> PathBuf {
-        let rel = world_path
-            .strip_prefix(self.dir.as_str())
-            .map(|r| r.trim_start_matches('/'));
-        match rel {
-            Some("") => self.inner.host_root_dir(),
-            Some(r) => self.inner.host_path(r).unwrap_or_else(|_| {
-                self.inner
-                    .host_root()
-                    .join(world_path.trim_start_matches('/'))
+    /// Host path of a world path. Inside the world's dir, no component
+    /// below it may be a symlink (a runtime under test that turned a box
+    /// dir into a link to `/etc` must not make the suite write there):
+    /// that is an error naming the component, never a silent fallback.
+    pub fn host_path(&self, world_path: &str) -> Result<PathBuf, NotStaged> {
+        match self.rel(world_path) {
+            Some("") => Ok(self.inner.host_root_dir()),
+            Some(r) => self.inner.host_path(r).map_err(|e| {
+                NotStaged(format!(
+                    "{world_path}: refusing a host path through the world: {e}"
+                ))
             }),
-            None => self
+            None => Ok(self
                 .inner
                 .host_root()
-                .join(world_path.trim_start_matches('/')),
+                .join(world_path.trim_start_matches('/'))),
+        }
+    }
+
+    /// `world_path` relative to the world's dir, if it is inside it.
+    fn rel<'p>(&self, world_path: &'p str) -> Option<&'p str> {
+        world_path
+            .strip_prefix(self.dir.as_str())
+            .filter(|r| r.is_empty() || r.starts_with('/'))
+            .map(|r| r.trim_start_matches('/'))
+    }
+
+    /// Reads a world file, at most `cap` bytes; inside the world's dir
+    /// without following any symlink (the last component included).
+    pub fn read_file(&self, world_path: &str, cap: u64) -> Result<Vec<u8>, NotStaged> {
+        match self.rel(world_path) {
+            Some(r) if !r.is_empty() => self
+                .inner
+                .read_file(r, cap)
+                .map_err(|e| NotStaged(format!("{world_path}: {e}"))),
+            _ => {
+                let h = self.host_path(world_path)?;
+                let mut out = Vec::new();
+                std::fs::File::open(&h)
+                    .and_then(|f| {
+                        std::io::Read::read_to_end(&mut std::io::Read::take(f, cap), &mut out)
+                    })
+                    .map_err(|e| NotStaged(format!("{}: {e}", h.display())))?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Writes (creates or truncates) a world file inside the world's dir,
+    /// without following any symlink.
+    pub fn write_file(&self, world_path: &str, bytes: &[u8]) -> Result<(), NotStaged> {
+        match self.rel(world_path) {
+            Some(r) if !r.is_empty() => self
+                .inner
+                .write_file(r, bytes)
+                .map_err(|e| NotStaged(format!("{world_path}: {e}"))),
+            _ => Err(NotStaged(format!(
+                "{world_path}: the suite writes only inside the world's dir {}",
+                self.dir
+            ))),
         }
     }
 

@@ -58,7 +58,7 @@ fn start_helper(s: &mut Scene<'_>) -> Result<Helper, NotStaged> {
             ..Vars::default()
         },
     )?;
-    let host = s.host_path_of(&socket);
+    let host = s.host_path_of(&socket)?;
     let old = std::fs::symlink_metadata(&host).ok().map(|m| m.ino());
     let pid = s.spawn_background(&argv)?;
     let deadline = Instant::now() + SOCKET_DEADLINE;
