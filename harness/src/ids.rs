@@ -218,6 +218,35 @@ pub(crate) fn static_signal_name(raw: i32) -> &'static str {
     NAMES.get(raw as usize).copied().unwrap_or("SIGRT")
 }
 
+/// Every catchable classic signal a runtime could aim at a process, except
+/// the synchronous faults (ILL, TRAP, BUS, FPE, SEGV, SYS: a handler that
+/// returns from one loops, and a real fault must still end the process)
+/// and SIGCHLD. What doppel-init and the impostors record.
+pub const RECORDABLE_SIGNALS: [i32; 22] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGABRT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGSTKFLT,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGURG,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGWINCH,
+    libc::SIGIO,
+    libc::SIGPWR,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

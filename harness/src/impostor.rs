@@ -66,35 +66,13 @@ impl Mode {
     }
 }
 
-/// Signals the sleeper catches: every catchable classic signal except the
-/// synchronous faults (a handler returning from SIGSEGV would loop) and
-/// SIGCHLD (the zombie factory's children would flood the log).
-const CAUGHT: [i32; 24] = [
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGABRT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGPIPE,
-    libc::SIGALRM,
-    libc::SIGTERM,
-    libc::SIGSTKFLT,
-    libc::SIGCONT,
-    libc::SIGTSTP,
-    libc::SIGTTIN,
-    libc::SIGTTOU,
-    libc::SIGURG,
-    libc::SIGXCPU,
-    libc::SIGXFSZ,
-    libc::SIGVTALRM,
-    libc::SIGPROF,
-    libc::SIGWINCH,
-    libc::SIGIO,
-    libc::SIGPWR,
-    libc::SIGSYS,
-    libc::SIGTRAP,
-];
+/// Signals the sleeper catches: the recordable ones, plus SYS and TRAP
+/// (an impostor should report even those; it never faults for real).
+fn caught() -> Vec<i32> {
+    let mut v = crate::ids::RECORDABLE_SIGNALS.to_vec();
+    v.extend([libc::SIGSYS, libc::SIGTRAP]);
+    v
+}
 
 fn ready(line: &str) {
     let Some(fd) = std::env::var("DOPPEL_READY_FD")
@@ -111,7 +89,7 @@ fn ready(line: &str) {
 
 fn install_logger(log: Option<&std::fs::File>) {
     if let Some(f) = log {
-        let _ = crate::sys::install_signal_logger(f.as_raw_fd(), &CAUGHT);
+        let _ = crate::sys::install_signal_logger(f.as_raw_fd(), &caught());
     }
 }
 

@@ -494,30 +494,7 @@ struct Init {
 /// init must still end it, and Rust's stack-overflow report needs SEGV),
 /// and glibc's internal 32 and 33.
 fn recorded_signals() -> Vec<i32> {
-    let mut v = vec![
-        libc::SIGHUP,
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGABRT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGPIPE,
-        libc::SIGALRM,
-        libc::SIGTERM,
-        libc::SIGSTKFLT,
-        libc::SIGCONT,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-        libc::SIGURG,
-        libc::SIGXCPU,
-        libc::SIGXFSZ,
-        libc::SIGVTALRM,
-        libc::SIGPROF,
-        libc::SIGWINCH,
-        libc::SIGIO,
-        libc::SIGPWR,
-    ];
+    let mut v = crate::ids::RECORDABLE_SIGNALS.to_vec();
     v.extend(sys::realtime_signals());
     v
 }

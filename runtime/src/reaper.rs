@@ -42,6 +42,28 @@ impl Inner {
     fn wake(&self) {
         let _ = rustix::io::write(&self.wake_tx, &[1]);
     }
+
+    /// Waits up to `timeout` (or until shutdown) for `done` to decide:
+    /// `done` sees the table after every change and returns `Some` once
+    /// there is an answer; `None` if time ran out first.
+    fn wait_for<T>(&self, timeout: Duration, done: impl Fn(&Table) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut table = self.table.lock().expect("reaper lock");
+        loop {
+            if let Some(answer) = done(&table) {
+                return Some(answer);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || table.shutdown {
+                return None;
+            }
+            table = self
+                .changed
+                .wait_timeout(table, left)
+                .expect("reaper lock")
+                .0;
+        }
+    }
 }
 
 /// How a reaper reaps: given the registered children whose pidfds polled
@@ -143,23 +165,14 @@ impl Reaper {
     /// Waits up to `timeout` until no registered child is left unreaped
     /// (claimed or detached); returns whether that happened in time.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut table = self.inner.table.lock().expect("reaper lock");
-        loop {
-            if table.slots.values().all(|s| s.status.is_some() || s.lost) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || table.shutdown {
-                return false;
-            }
-            table = self
-                .inner
-                .changed
-                .wait_timeout(table, left)
-                .expect("reaper lock")
-                .0;
-        }
+        self.inner
+            .wait_for(timeout, |t| {
+                t.slots
+                    .values()
+                    .all(|s| s.status.is_some() || s.lost)
+                    .then_some(())
+            })
+            .is_some()
     }
 
     /// Pids currently registered (exited but unclaimed ones included).
@@ -193,28 +206,16 @@ impl Registration {
 
     /// Waits up to `timeout` for the child to be reaped; returns its status.
     pub fn wait(&self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let mut table = self.inner.table.lock().expect("reaper lock");
-        loop {
-            match table.slots.get(&self.pid) {
+        self.inner
+            .wait_for(timeout, |t| match t.slots.get(&self.pid) {
                 Some(Slot {
                     status: Some(status),
                     ..
-                }) => return Some(*status),
-                Some(Slot { lost: true, .. }) | None => return None,
-                Some(_) => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || table.shutdown {
-                return None;
-            }
-            table = self
-                .inner
-                .changed
-                .wait_timeout(table, left)
-                .expect("reaper lock")
-                .0;
-        }
+                }) => Some(Some(*status)),
+                Some(Slot { lost: true, .. }) | None => Some(None),
+                Some(_) => None,
+            })
+            .flatten()
     }
 }
 

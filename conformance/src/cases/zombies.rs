@@ -34,18 +34,7 @@ pub(crate) fn none_after_failures(s: &mut Scene<'_>) -> Verdict {
     }
     // A zombie may exist for the instant between its death and its parent's
     // wait; give the runtime a deadline to reap, then judge.
-    let census = s.settle_zombies()?;
-    let zombies: Vec<String> = census
-        .zombies()
-        .map(|p| format!("pid {} {:?} (parent {})", p.pid, p.cmdline, p.ppid))
-        .collect();
-    if !zombies.is_empty() {
-        problems.push(format!(
-            "{} zombie(s) left: {}",
-            zombies.len(),
-            zombies.join(", ")
-        ));
-    }
+    problems.extend(zombies_left(s, "")?);
     judge(
         "creations of a payload that does not exist fail, and no zombie is left after them and 8 payloads that exit at once",
         problems,
@@ -125,20 +114,28 @@ pub(crate) fn reaper_scoped(s: &mut Scene<'_>) -> Verdict {
             run.summary()
         ));
     }
-    let census = s.settle_zombies()?;
-    let zombies: Vec<String> = census
-        .zombies()
-        .map(|p| format!("pid {} {:?} (parent {})", p.pid, p.cmdline, p.ppid))
-        .collect();
-    if !zombies.is_empty() {
-        problems.push(format!(
-            "zombie(s) left after the probe: {}",
-            zombies.join(", ")
-        ));
-    }
+    problems.extend(zombies_left(s, " after the probe")?);
     judge(
         "the embedder's own wait gets its child's exit code",
         problems,
         s,
     )
+}
+
+/// The zombies in the world once the runtime had a deadline to reap (one
+/// may exist for the instant between a death and its parent's wait), as a
+/// problem line, if any.
+fn zombies_left(s: &mut Scene<'_>, when: &str) -> Result<Option<String>, NotStaged> {
+    let census = s.settle_zombies()?;
+    let zombies: Vec<String> = census
+        .zombies()
+        .map(|p| format!("pid {} {:?} (parent {})", p.pid, p.cmdline, p.ppid))
+        .collect();
+    Ok((!zombies.is_empty()).then(|| {
+        format!(
+            "{} zombie(s) left{when}: {}",
+            zombies.len(),
+            zombies.join(", ")
+        )
+    }))
 }
