@@ -15,6 +15,10 @@ use super::SLEEPER;
 /// Delays swept per operation (plus the adapter's failpoints).
 pub(crate) const DELAYS_PER_OP: u64 = 50;
 
+/// At most this many delays are tried per operation to get
+/// [`DELAYS_PER_OP`] of them to interrupt it.
+const MAX_DELAYS_PER_OP: u64 = 3 * DELAYS_PER_OP;
+
 /// The operations the sweep interrupts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SweptOp {
@@ -73,6 +77,8 @@ impl fmt::Display for At {
 #[derive(Debug, Default, Clone)]
 struct Tally {
     delays: usize,
+    /// Delays at which the operation was still running (killed mid-way).
+    delays_killed: usize,
     failpoints: usize,
     killed: usize,
     orphans: usize,
@@ -156,8 +162,12 @@ struct Sweep {
     transcript: Vec<String>,
 }
 
-/// Interrupts `op` at [`DELAYS_PER_OP`] delays spread over its measured
-/// duration, then at each of the adapter's failpoints for it.
+/// Interrupts `op` at delays spread over its measured duration until
+/// [`DELAYS_PER_OP`] of them caught it still running (at most
+/// [`MAX_DELAYS_PER_OP`] tries), then at each of the adapter's failpoints.
+/// A delay the operation outlived is no crash point: the span shrinks to
+/// the shortest uninterrupted run seen, so the sweep keeps landing inside
+/// the operation however its duration varies.
 fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
     let mut t = Tally::default();
     let mut problems = Vec::new();
@@ -201,20 +211,35 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
         problems.push(format!("{op} calibration: {p}"));
     }
     let clean = s.transcript_len();
-    let span = end.elapsed_us.max(1) * 6 / 5;
-    let mut points: Vec<At> = (0..DELAYS_PER_OP)
-        .map(|i| At::Delay(i * span / (DELAYS_PER_OP - 1)))
-        .collect();
-    if let Some(fp) = &s.adapter().failpoints {
-        let names = match op {
+    let mut span = end.elapsed_us.max(1);
+    let failpoints: Vec<At> = match &s.adapter().failpoints {
+        Some(fp) => match op {
             SweptOp::Create => &fp.create,
             SweptOp::Start => &fp.start,
             SweptOp::Kill => &fp.kill,
             SweptOp::Delete => &fp.delete,
+        }
+        .iter()
+        .cloned()
+        .map(At::Failpoint)
+        .collect(),
+        None => Vec::new(),
+    };
+    let mut failpoints = failpoints.into_iter();
+    let mut tried: u64 = 0;
+    for n in 0.. {
+        // Delays first: a low-discrepancy walk over [0, span) (golden
+        // ratio), so every prefix of the sweep covers the span evenly.
+        let at = if (t.delays_killed as u64) < DELAYS_PER_OP && tried < MAX_DELAYS_PER_OP {
+            tried += 1;
+            let frac = (tried as f64 * 0.618_033_988_749_895).fract();
+            At::Delay((frac * span as f64) as u64)
+        } else {
+            match failpoints.next() {
+                Some(fp) => fp,
+                None => break,
+            }
         };
-        points.extend(names.iter().cloned().map(At::Failpoint));
-    }
-    for (n, at) in points.into_iter().enumerate() {
         let id = format!("{tag}{n}");
         let keep = s.transcript_len();
         // The runtime set this box up before the first crash; failing to
@@ -233,7 +258,13 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
         let killed = match &at {
             At::Delay(us) => {
                 t.delays += 1;
-                crash(s, op, &id, Some(*us))?.1.killed
+                let end = crash(s, op, &id, Some(*us))?.1;
+                if end.killed {
+                    t.delays_killed += 1;
+                } else {
+                    span = span.min(end.elapsed_us.max(1));
+                }
+                end.killed
             }
             At::Failpoint(name) => {
                 t.failpoints += 1;
@@ -266,10 +297,18 @@ fn summary(tallies: &[(SweptOp, Tally)]) -> String {
         .iter()
         .map(|(op, t)| {
             format!(
-                "{op}: {} delays + {} failpoints ({} killed mid-way), {} orphans, {} records lost{}",
+                "{op}: {} delays ({} killed mid-way){}, {} orphans, {} records lost{}",
                 t.delays,
-                t.failpoints,
-                t.killed,
+                t.delays_killed,
+                if t.failpoints > 0 {
+                    format!(
+                        " + {} failpoints ({} killed there)",
+                        t.failpoints,
+                        t.killed - t.delays_killed
+                    )
+                } else {
+                    String::new()
+                },
                 t.orphans,
                 t.records_lost,
                 if t.cgroups_leaked > 0 {

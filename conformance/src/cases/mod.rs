@@ -289,7 +289,7 @@ pub static ALL: &[Case] = &[
     Case {
         id: "crash::runtime_killed_mid_op",
         level: Level::Must,
-        scene: "runtime CLI SIGKILLed at 50 swept delays per operation (create, start, kill, delete --force), and at each failpoint the adapter declares",
+        scene: "runtime CLI SIGKILLed mid-way at 50 swept delays per operation (create, start, kill, delete --force; delays it outlives do not count), and at each failpoint the adapter declares",
         holds: "after each crash: no orphan process, every record readable (old or new, never half-written), state says something true, delete --force leaves no process, box dir or cgroup; no record is rewritten in place",
         machine: &[M::World],
         needs: &[],
