@@ -100,6 +100,30 @@ impl Scene {
     fn alive(&self, pid: Pid) -> bool {
         self.w.is_running(pid, None)
     }
+
+    /// Pids of the world's processes whose argv[0] is one of `names`.
+    fn payload_pids(&self, names: &[&str]) -> Result<Vec<Pid>, Failed> {
+        Ok(self
+            .w
+            .census()?
+            .processes()
+            .iter()
+            .filter(|p| p.argv.first().is_some_and(|a| names.contains(&a.as_str())))
+            .map(|p| p.stat.pid)
+            .collect())
+    }
+}
+
+/// Polls `done` (census round trips pace it) until it answers, or fails
+/// with `what` after [`T`].
+fn until<V>(what: &str, mut done: impl FnMut() -> Result<Option<V>, Failed>) -> Result<V, Failed> {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        if let Some(v) = done()? {
+            return Ok(v);
+        }
+        check(std::time::Instant::now() < deadline, what)?;
+    }
 }
 
 fn check(cond: bool, what: impl std::fmt::Display) -> R {
@@ -588,31 +612,16 @@ fn recover_adopts_live_boxes() -> R {
 fn kill_takes_the_payload_group() -> R {
     let s = Scene::open()?;
     s.run_box("g", &["sh", "-c", "sleep 1000 & wait"])?;
-    // Wait (bounded) for the grandchild to exist.
-    let deadline = std::time::Instant::now() + T;
-    let sleepers = |s: &Scene| -> Result<usize, Failed> {
-        Ok(s.w
-            .census()?
-            .processes()
-            .iter()
-            .filter(|p| p.argv.first().is_some_and(|a| a == "sleep"))
-            .count())
-    };
-    while sleepers(&s)? == 0 {
-        check(
-            std::time::Instant::now() < deadline,
-            "grandchild never started",
-        )?;
-    }
+    until("grandchild never started", || {
+        Ok((!s.payload_pids(&["sleep"])?.is_empty()).then_some(()))
+    })?;
     s.ok(&["kill", "g", "KILL"])?;
     let st = s.state("g")?;
     check_eq(&st["status"], "stopped", "status")?;
     check(st["exit"]["signal"] == 9, format!("exit recorded: {st}"))?;
-    let deadline = std::time::Instant::now() + T;
-    while sleepers(&s)? > 0 {
-        check(std::time::Instant::now() < deadline, "grandchild survived")?;
-    }
-    Ok(())
+    until("grandchild survived", || {
+        Ok(s.payload_pids(&["sleep"])?.is_empty().then_some(()))
+    })
 }
 
 /// The shim itself SIGKILLed from outside (the OOM killer, a careless
@@ -622,33 +631,18 @@ fn kill_takes_the_payload_group() -> R {
 fn shim_sigkilled_takes_its_payload() -> R {
     let s = Scene::open()?;
     let shim = s.run_box("p", &["sh", "-c", "sleep 1000 & wait"])?;
-    let deadline = std::time::Instant::now() + T;
-    let payload = |s: &Scene| -> Result<Vec<Pid>, Failed> {
-        Ok(s.w
-            .census()?
-            .processes()
-            .iter()
-            .filter(|p| p.argv.first().is_some_and(|a| a == "sleep" || a == "sh"))
-            .map(|p| p.stat.pid)
-            .collect())
-    };
-    while payload(&s)?.len() < 2 {
-        check(
-            std::time::Instant::now() < deadline,
-            "payload and grandchild never started",
-        )?;
-    }
+    let payload = || s.payload_pids(&["sleep", "sh"]);
+    until("payload and grandchild never started", || {
+        Ok((payload()?.len() >= 2).then_some(()))
+    })?;
     s.w.signal(shim, doppel_harness::Signal::KILL)?;
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let left = payload(&s)?;
-        if left.is_empty() {
-            break;
-        }
-        check(
-            std::time::Instant::now() < deadline,
-            format!("payload outlived its SIGKILLed shim: pids {left:?}"),
-        )?;
+    let mut left = Vec::new();
+    let gone = until("payload outlived its SIGKILLed shim", || {
+        left = payload()?;
+        Ok(left.is_empty().then_some(()))
+    });
+    if let Err(e) = gone {
+        return Err(format!("{}: pids {left:?}", e.message().unwrap_or_default()).into());
     }
     let st = s.state("p")?;
     check_eq(&st["status"], "stopped", "status after the shim died")?;
