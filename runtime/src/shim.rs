@@ -195,7 +195,7 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
                 }
                 // The group is pinned by the unreaped payload leader.
                 Some(p) => {
-                    let _ = sys::kill_group(p.pgid, sig);
+                    let _ = sys::kill_group(p.pgid(), sig);
                 }
             }
         }
@@ -209,11 +209,16 @@ pub fn run(id: &BoxId) -> Result<i32, ShimError> {
 struct Payload {
     pid: Pid,
     pidfd: std::os::fd::OwnedFd,
-    /// The payload's process group: the guard's, or the payload's own when
-    /// no guard could be started.
-    pgid: Pid,
     /// The group guard, when it could be started.
     guard: Option<Pid>,
+}
+
+impl Payload {
+    /// The payload's process group: the guard's, or the payload's own when
+    /// no guard could be started.
+    fn pgid(&self) -> Pid {
+        self.guard.unwrap_or(self.pid)
+    }
 }
 
 fn say_ready() -> Result<(), ShimError> {
@@ -311,12 +316,7 @@ fn spawn_payload(program: &Path, config: &ShimConfig, me: Pid) -> Result<Payload
         });
     }
     drop(child);
-    Ok(Payload {
-        pid,
-        pidfd,
-        pgid: guard.unwrap_or(pid),
-        guard,
-    })
+    Ok(Payload { pid, pidfd, guard })
 }
 
 /// argv\[1\] of the group guard (`refbox-shim --guard`, shown as
@@ -391,7 +391,7 @@ fn finish(p: Payload) -> Result<i32, ShimError> {
         WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
     )
     .map_err(|e| io_err("waitid")(e.into()))?;
-    let _ = sys::kill_group(p.pgid, libc::SIGKILL);
+    let _ = sys::kill_group(p.pgid(), libc::SIGKILL);
     let raw = rustix::process::waitpid(
         Some(p.pid.to_rustix()),
         rustix::process::WaitOptions::empty(),
