@@ -285,7 +285,9 @@ fn read_limited(mut file: File, path: &Path, cap: u64, size: u64) -> Result<Vec<
 /// Reads a procfs file (whose fstat size is 0) up to `cap` bytes.
 pub fn read_proc(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
     let file = open_nofollow(path)?;
-    let mut buf = Vec::new();
+    // Room for the whole cap up front: procfs files report size 0, and a
+    // growing buffer would cost a read per doubling.
+    let mut buf = Vec::with_capacity(cap.min(64 * 1024) as usize);
     let n = file
         .take(cap)
         .read_to_end(&mut buf)

@@ -18,7 +18,7 @@ use crate::identity::{
     ProcessIdentity, RecordError, VerifiedProcess, VerifyRequest,
 };
 use crate::ids::BoxId;
-use crate::layout::{self, Layout};
+use crate::layout::{self, BoxPaths, Layout};
 use crate::pid::Pid;
 use crate::reaper::{Reaper, ReaperError, Registration};
 use crate::sentinel::{self, Verdict};
@@ -362,7 +362,8 @@ pub struct Runtime {
     root_fd: std::os::fd::OwnedFd,
     uid: u32,
     strategies: Strategies,
-    shim_path: PathBuf,
+    /// Found on first use: only create and start need it.
+    shim_path: OnceLock<PathBuf>,
     host: OnceLock<HostFacts>,
     reaper: OnceLock<Reaper>,
     helper: Option<PathBuf>,
@@ -372,7 +373,7 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("root", &self.layout.root())
-            .field("shim", &self.shim_path)
+            .field("shim", &self.shim_path.get())
             .finish_non_exhaustive()
     }
 }
@@ -432,7 +433,7 @@ impl Runtime {
             layout: Layout::new(root),
             uid,
             strategies,
-            shim_path: default_shim_path(),
+            shim_path: OnceLock::new(),
             host: OnceLock::new(),
             reaper: OnceLock::new(),
             helper: None,
@@ -441,7 +442,12 @@ impl Runtime {
 
     /// Uses another shim executable.
     pub fn set_shim_path(&mut self, path: PathBuf) {
-        self.shim_path = path;
+        self.shim_path = OnceLock::from(path);
+    }
+
+    /// The shim executable: as set, else [`default_shim_path`].
+    pub fn shim_path(&self) -> &Path {
+        self.shim_path.get_or_init(default_shim_path)
     }
 
     /// Acts through the refbox-helper listening at `socket`: box cgroups
@@ -511,74 +517,80 @@ impl Runtime {
         self.reaper.get().is_none_or(|r| r.wait_idle(timeout))
     }
 
-    /// A file under the root, for the `read_file` strategy.
-    fn file_ref<'a>(&'a self, path: &'a Path) -> fsread::FileRef<'a> {
-        use std::os::fd::AsFd;
-        fsread::FileRef {
+    /// Reads one of a box's files (full path and path beneath the root, see
+    /// [`BoxPaths`]) through the `read_file` strategy.
+    fn read_in(&self, (path, rel): (&Path, &Path), cap: u64) -> Result<Vec<u8>, ReadError> {
+        let file = fsread::FileRef {
             dir: self.root_fd.as_fd(),
-            rel: path.strip_prefix(self.layout.root()).unwrap_or(path),
+            rel,
             path,
-        }
+        };
+        (self.strategies.read_file)(&file, cap, self.uid)
     }
 
-    fn read_opt(&self, path: &Path, cap: u64) -> Result<Option<Vec<u8>>, BoxError> {
-        match (self.strategies.read_file)(&self.file_ref(path), cap, self.uid) {
+    /// [`Runtime::read_in`] of a file that may be missing.
+    fn read_opt(&self, file: (&Path, &Path), cap: u64) -> Result<Option<Vec<u8>>, BoxError> {
+        match self.read_in(file, cap) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn read_exit(&self, path: &Path) -> Result<Option<ExitRecord>, BoxError> {
-        self.read_opt(path, fsread::RECORD_CAP)?
-            .map(|b| {
-                exitfile::parse_exit(&b).map_err(|source| BoxError::Exit {
-                    path: path.to_path_buf(),
-                    source,
-                })
+    fn read_exit(&self, paths: &mut BoxPaths, name: &str) -> Result<Option<ExitRecord>, BoxError> {
+        let Some(bytes) = self.read_opt(paths.file(name), fsread::RECORD_CAP)? else {
+            return Ok(None);
+        };
+        exitfile::parse_exit(&bytes)
+            .map(Some)
+            .map_err(|source| BoxError::Exit {
+                path: paths.file(name).0.to_path_buf(),
+                source,
             })
-            .transpose()
     }
 
-    /// Loads a box and verifies its shim's identity.
+    /// Loads a box and verifies its shim's identity: one lstat of the box
+    /// dir, capped reads of its files beneath the root's fd, one
+    /// verification. No path is walked from `/`, nothing is read twice.
     pub fn load(&self, id: &BoxId) -> Result<LoadedBox, RuntimeError> {
-        let dir = self.layout.box_dir(id);
+        let mut paths = BoxPaths::new(self.layout.root(), id);
         let wrap = |source: BoxError| RuntimeError::Box {
             id: id.clone(),
             source,
         };
-        self.check_box_dir(id, &dir)?;
-        let state_path = dir.join(layout::STATE);
-        let bytes = match (self.strategies.read_file)(
-            &self.file_ref(&state_path),
-            fsread::STATE_CAP,
-            self.uid,
-        ) {
-            Ok(b) => b,
-            Err(e) => return Err(wrap(e.into())),
-        };
+        self.check_box_dir(id, paths.dir())?;
+        let bytes = self
+            .read_in(paths.file(layout::STATE), fsread::STATE_CAP)
+            .map_err(|e| wrap(e.into()))?;
         let record = state::parse_state(&bytes, id).map_err(|source| {
             wrap(BoxError::State {
-                path: state_path,
+                path: paths.file(layout::STATE).0.to_path_buf(),
                 source,
             })
         })?;
-        let id_path = dir.join(layout::IDENTITY);
-        let identity_record = self
-            .read_opt(&id_path, fsread::RECORD_CAP)
+        let identity_record = match self
+            .read_opt(paths.file(layout::IDENTITY), fsread::RECORD_CAP)
             .map_err(wrap)?
-            .map(|b| {
-                (self.strategies.parse_identity)(&b).map_err(|source| BoxError::Record {
-                    path: id_path.clone(),
+        {
+            None => None,
+            Some(b) => Some((self.strategies.parse_identity)(&b).map_err(|source| {
+                wrap(BoxError::Record {
+                    path: paths.file(layout::IDENTITY).0.to_path_buf(),
                     source,
                 })
-            })
-            .transpose()
-            .map_err(wrap)?;
-        let exit = self.read_exit(&dir.join(layout::EXIT)).map_err(wrap)?;
-        let exit_previous = self
-            .read_exit(&dir.join(layout::EXIT_PREVIOUS))
-            .map_err(wrap)?;
+            })?),
+        };
+        let exit = self.read_exit(&mut paths, layout::EXIT).map_err(wrap)?;
+        // `exit.previous` is made only from an `exit` (hard link, then the
+        // new `exit` renamed over) and deleted before it, so without `exit`
+        // there is none: not probing for it saves one failed open per box
+        // whose payload has not ended, ≈ 1/8 of what `list` spends per box.
+        let exit_previous = match exit {
+            Some(_) => self
+                .read_exit(&mut paths, layout::EXIT_PREVIOUS)
+                .map_err(wrap)?,
+            None => None,
+        };
         let identity = match &identity_record {
             None => ProcessIdentity::Absent {
                 pid: None,
@@ -747,15 +759,13 @@ impl Runtime {
     /// Locks an existing box dir; checks it first (a symlink or foreign dir is
     /// reported like any unreadable box, a missing one as no such box).
     fn lock_existing(&self, id: &BoxId) -> Result<fswrite::DirLock, RuntimeError> {
-        self.check_box_dir(id, &self.layout.box_dir(id))?;
+        self.check_box_dir(id, BoxPaths::new(self.layout.root(), id).dir())?;
         self.lock(id)
     }
 
     /// A box dir must be a private dir of ours (one lstat, beneath the open
     /// root); missing → no such box.
-    fn check_box_dir(&self, id: &BoxId, dir: &Path) -> Result<(), RuntimeError> {
-        use std::os::fd::AsFd;
-        let rel = dir.strip_prefix(self.layout.root()).unwrap_or(dir);
+    fn check_box_dir(&self, id: &BoxId, (dir, rel): (&Path, &Path)) -> Result<(), RuntimeError> {
         match fswrite::check_private_dir_at(self.root_fd.as_fd(), rel, dir, self.uid) {
             Ok(()) => Ok(()),
             Err(WriteError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -792,7 +802,7 @@ impl Runtime {
             host.pidfs,
         )
         .map_err(|source| RuntimeError::ShimSpawn {
-            path: self.shim_path.clone(),
+            path: self.shim_path().to_path_buf(),
             source,
         })?;
         let _ = fswrite::remove_file(&dir.join(".shim.pid.tmp"));
@@ -816,7 +826,7 @@ impl Runtime {
                 },
             }
         })?;
-        let mut cmd = Command::new(&self.shim_path);
+        let mut cmd = Command::new(self.shim_path());
         {
             use std::os::unix::process::CommandExt;
             cmd.arg0("refbox-shim");
@@ -853,7 +863,7 @@ impl Runtime {
             );
         }
         let mut child = cmd.spawn().map_err(|source| RuntimeError::ShimSpawn {
-            path: self.shim_path.clone(),
+            path: self.shim_path().to_path_buf(),
             source,
         })?;
         let pid = Pid::new(i64::from(child.id())).expect("a child pid is > 1");
@@ -861,7 +871,7 @@ impl Runtime {
         let pidfd =
             rustix::process::pidfd_open(pid.to_rustix(), rustix::process::PidfdFlags::empty())
                 .map_err(|e| RuntimeError::ShimSpawn {
-                    path: self.shim_path.clone(),
+                    path: self.shim_path().to_path_buf(),
                     source: e.into(),
                 })?;
         let registration =
@@ -1107,11 +1117,13 @@ impl Runtime {
         remove_own_temp_files(&dir).map_err(werr)?;
         // state.json goes last: a delete killed half-way leaves a box that
         // still loads (identity absent → stopped) and can be deleted again.
+        // `exit.previous` before `exit`: `load` reads it only when `exit`
+        // exists, so an interrupted delete must not leave it alone.
         for name in [
             ".shim.pid.tmp",
             layout::IDENTITY,
-            layout::EXIT,
             layout::EXIT_PREVIOUS,
+            layout::EXIT,
             layout::STATE,
         ] {
             if name == layout::STATE {
@@ -1239,11 +1251,20 @@ impl Runtime {
 }
 
 /// `f` over every id, in order, on up to [`LIST_THREADS`] threads (one per
-/// [`LIST_BOXES_PER_THREAD`] boxes): a box costs a handful of independent
-/// syscalls, so a large root is read in parallel.
+/// [`LIST_BOXES_PER_THREAD`] boxes): a box costs a dozen independent
+/// syscalls, so a large root is read in parallel. The calling thread takes
+/// the first share.
+///
+/// Where the threads run matters as much as how many there are: a new
+/// thread is often queued on its spawner's CPU, and an idle CPU nearby does
+/// not pull it over for a millisecond or more (measured on 2 vCPUs: the
+/// second of two threads started when the first had finished, so a
+/// 100-box `list` ran serially). So the spawner yields once, letting a
+/// thread queued behind it run at once, and each new thread that finds
+/// itself on the spawner's CPU moves itself to the others first
+/// ([`leave_cpu`]). Both halves of a 100-box `list` then overlap.
 fn map_boxes<T: Send>(ids: &[BoxId], f: impl Fn(&BoxId) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
+    let threads = usable_cpus()
         .min(LIST_THREADS)
         .min(ids.len() / LIST_BOXES_PER_THREAD)
         .max(1);
@@ -1252,16 +1273,47 @@ fn map_boxes<T: Send>(ids: &[BoxId], f: impl Fn(&BoxId) -> T + Sync) -> Vec<T> {
     }
     let chunk = ids.len().div_ceil(threads);
     let f = &f;
+    let spawner_cpu = rustix::thread::sched_getcpu();
     std::thread::scope(|s| {
-        let handles: Vec<_> = ids
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+        let mut shares = ids.chunks(chunk);
+        let mine = shares.next().unwrap_or_default();
+        let others: Vec<_> = shares
+            .map(|share| {
+                s.spawn(move || {
+                    if rustix::thread::sched_getcpu() == spawner_cpu {
+                        leave_cpu(spawner_cpu);
+                    }
+                    share.iter().map(f).collect::<Vec<_>>()
+                })
+            })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        rustix::thread::sched_yield();
+        let mut out: Vec<T> = Vec::with_capacity(ids.len());
+        out.extend(mine.iter().map(f));
+        for h in others {
+            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        out
     })
+}
+
+/// Moves the calling thread off `cpu` (to the other CPUs it may use), if
+/// there are others; a refused `sched_setaffinity` only costs parallelism.
+fn leave_cpu(cpu: usize) {
+    use rustix::thread::{sched_getaffinity, sched_setaffinity};
+    if let Ok(mut set) = sched_getaffinity(None) {
+        set.unset(cpu);
+        if set.count() > 0 {
+            let _ = sched_setaffinity(None, &set);
+        }
+    }
+}
+
+/// CPUs this process may run on, from its affinity mask: one syscall,
+/// where `std::thread::available_parallelism` also reads the cgroup's CPU
+/// quota (about 20 syscalls on a cgroup v1 host, on every `list`).
+fn usable_cpus() -> usize {
+    rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize)
 }
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {

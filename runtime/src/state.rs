@@ -64,13 +64,23 @@ struct VersionProbe {
     version: u32,
 }
 
-/// Parses `state.json` bytes for box `id`. Never panics.
+/// Parses `state.json` bytes for box `id`. Never panics. One pass over the
+/// bytes when they are a current record; only bytes that do not parse are
+/// looked at again, for a version this refbox does not know (which may have
+/// another shape), so that is what the error says.
 pub fn parse_state(bytes: &[u8], id: &BoxId) -> Result<BoxRecord, StateError> {
-    let probe: VersionProbe = serde_json::from_slice(bytes).map_err(StateError::Json)?;
-    if probe.version != STATE_VERSION {
-        return Err(StateError::Version(probe.version));
+    let rec: BoxRecord = match serde_json::from_slice(bytes) {
+        Ok(rec) => rec,
+        Err(e) => {
+            return Err(match serde_json::from_slice::<VersionProbe>(bytes) {
+                Ok(probe) if probe.version != STATE_VERSION => StateError::Version(probe.version),
+                _ => StateError::Json(e),
+            });
+        }
+    };
+    if rec.version != STATE_VERSION {
+        return Err(StateError::Version(rec.version));
     }
-    let rec: BoxRecord = serde_json::from_slice(bytes).map_err(StateError::Json)?;
     if &rec.id != id {
         return Err(StateError::IdMismatch {
             expected: id.to_string(),
@@ -130,6 +140,14 @@ mod tests {
         assert!(matches!(
             parse_state(br#"{"version":9}"#, &id),
             Err(StateError::Version(9))
+        ));
+        // A record of the current shape under another version number.
+        let v9 =
+            br#"{"version":9,"id":"a","phase":"created","argv":[],"env":[],"created_unix_ms":0}"#;
+        assert!(matches!(parse_state(v9, &id), Err(StateError::Version(9))));
+        assert!(matches!(
+            parse_state(br#"{"version":1}"#, &id),
+            Err(StateError::Json(_))
         ));
         let rec = BoxRecord {
             version: 1,
