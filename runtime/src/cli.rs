@@ -8,7 +8,7 @@
 //! |---|---|
 //! | 0 | done |
 //! | 1 | error (message on stderr) |
-//! | 2 | usage error (from clap) |
+//! | 2 | usage error (grammar and help: [`crate::args`]) |
 //! | 3 | the box is not running: nothing was signalled or started (`kill`, `start` on a running box) |
 //! | 4 | `list`/`recover`/`cleanup-logs` handled every healthy box but some entries had errors (named on stderr and in the JSON `errors`) |
 
@@ -16,9 +16,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::ids::BoxId;
+use crate::args::{ArgsError, Parsed};
+pub use crate::args::{Cli, Command, Format, SpecArgs};
 use crate::runtime::{CreateOptions, KillOutcome, Runtime, RuntimeError};
 use crate::status::{BoxState, ListReport};
 use crate::strategy::Strategies;
@@ -27,162 +26,12 @@ use crate::strategy::Strategies;
 pub const EXIT_OK: u8 = 0;
 /// Exit code: an error, described on stderr.
 pub const EXIT_ERROR: u8 = 1;
+/// Exit code: the command line is not understood.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the box is not running, so nothing was done.
 pub const EXIT_NOT_RUNNING: u8 = 3;
 /// Exit code: the healthy boxes were handled, but some entries had errors.
 pub const EXIT_PARTIAL: u8 = 4;
-
-/// refbox: a reference runtime whose process identity cannot be fooled.
-///
-/// Each box is a workload supervised by its own `refbox-shim <id>` process.
-/// The shim's identity (pid, start time, boot id, pidfs inode) is recorded by
-/// the shim itself before it execs; every later command verifies it through a
-/// pidfd before trusting or signalling the pid.
-#[derive(Debug, Parser)]
-#[command(
-    name = "refbox",
-    version,
-    max_term_width = 100,
-    after_help = "Exit codes: 0 done; 1 error; 2 usage; 3 not running / already running, nothing done; \
-                  4 some entries unreadable (named on stderr), the others handled."
-)]
-pub struct Cli {
-    /// State root. Default: $XDG_RUNTIME_DIR/refbox, or /run/refbox as root.
-    #[arg(long, global = true, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-
-    /// The shim executable. Default: `refbox-shim` next to this executable
-    /// (or $REFBOX_SHIM).
-    #[arg(long, global = true, value_name = "PATH", hide = true)]
-    pub shim: Option<PathBuf>,
-
-    /// Act through the refbox-helper listening on this socket: box cgroups
-    /// come from it, and `kill`/`delete --force` signal through it (the
-    /// shim's own start request stays direct). Without it refbox acts itself.
-    #[arg(long, global = true, value_name = "SOCKET")]
-    pub helper: Option<PathBuf>,
-
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands, OCI-runtime-like.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Create and start a box (create + start).
-    Run {
-        /// Return once the payload is started instead of waiting for it to exit.
-        #[arg(short = 'd', long)]
-        detach: bool,
-        /// Box id and payload.
-        #[command(flatten)]
-        spec: SpecArgs,
-    },
-    /// Create a box: its shim is started and waits for `start`.
-    Create {
-        /// Box id and payload.
-        #[command(flatten)]
-        spec: SpecArgs,
-    },
-    /// Start the payload of a created box, or restart a stopped one.
-    Start {
-        /// Box id.
-        id: BoxId,
-        /// Secrets for a restarted payload (see `create --secret-file`).
-        #[arg(long, value_name = "FILE")]
-        secret_file: Option<PathBuf>,
-    },
-    /// Print a box's state as JSON: id, status, pid, identity, reason.
-    State {
-        /// Box id.
-        id: BoxId,
-    },
-    /// List every box under the root; bad entries are named on stderr.
-    List {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-    /// Send a signal to a running box (verified identity only). Exits 3 when
-    /// the box is not running.
-    Kill {
-        /// Box id.
-        id: BoxId,
-        /// TERM, KILL, INT, HUP, QUIT, USR1, USR2, ABRT (with or without SIG,
-        /// or as a number). Default TERM.
-        #[arg(default_value = "TERM")]
-        signal: String,
-    },
-    /// Delete a stopped box. With --force, kill a running box first.
-    Delete {
-        /// Kill the box first if it is running.
-        #[arg(short, long)]
-        force: bool,
-        /// Box id.
-        id: BoxId,
-    },
-    /// Classify every box (adopt running, mark dead stopped, keep unknown,
-    /// leave corrupt in place) and print what was done.
-    Recover {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-    /// Remove log dirs whose owner (per `log/.sentinel`) is dead or recycled.
-    CleanupLogs {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-    /// Library-mode check: does the scoped reaper leave this process's own
-    /// children alone?
-    ///
-    /// Runs boxes in-process, as a daemon embedding `refbox::Runtime` does;
-    /// a child of this process (`/bin/sh -c 'exit CODE'`) exits and is left
-    /// unreaped; the boxes are force-deleted so the reaper reaps their shims
-    /// while that status is pending; then this process waits for its child
-    /// itself. Prints JSON (`child.code`, `child.error`, `reaped`, `kept`);
-    /// exits 0 when the wait got CODE, 1 when the status was lost. The
-    /// suite's `zombies::reaper_scoped` runs it.
-    ReaperProbe {
-        /// The exit code of the embedder's own child.
-        #[arg(long, value_name = "CODE", default_value_t = 37)]
-        child_exit: u8,
-        /// Boxes whose shims the reaper reaps while the child's status waits.
-        #[arg(long, value_name = "N", default_value_t = 2)]
-        boxes: usize,
-        /// The boxes' payload (a long-lived program).
-        #[arg(last = true, value_name = "CMD", default_values_t = ["sleep".to_string(), "1000".to_string()])]
-        command: Vec<String>,
-    },
-}
-
-/// Box id and payload for `create` and `run`.
-#[derive(Debug, Args)]
-pub struct SpecArgs {
-    /// Box id: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`.
-    pub id: BoxId,
-    /// Environment for the payload, `KEY=VALUE` lines (non-secret).
-    #[arg(long, value_name = "FILE")]
-    pub env_file: Option<PathBuf>,
-    /// Secret bytes handed to the payload on its stdin; they never appear in
-    /// any argv or environ, nor on disk under the root.
-    #[arg(long, value_name = "FILE")]
-    pub secret_file: Option<PathBuf>,
-    /// The payload: program and arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
-}
-
-/// Output format for `list`, `recover`, `cleanup-logs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned columns for people.
-    Table,
-    /// One JSON document for programs.
-    Json,
-}
 
 /// `refbox`'s `main`: parse the process arguments and run with refbox's own
 /// strategies.
@@ -193,21 +42,65 @@ pub fn main() -> ExitCode {
 /// Parse the process arguments and run with the given strategies. A fixture
 /// runtime (e.g. flawbox) calls this with one strategy swapped.
 pub fn main_with(strategies: Strategies) -> ExitCode {
+    ExitCode::from(run_process(strategies))
+}
+
+/// The whole `refbox` process, for its `#![no_main]` binary
+/// (`src/bin/refbox.rs`), which starts without Rust's runtime start-up:
+/// does what of it matters ([`crate::sys::prepare_cli_process`]), runs
+/// refbox, turns a panic into exit code 101 as Rust's `main` would, and
+/// flushes stdout (Rust's start-up code would have done it at exit).
+/// Returns the exit code.
+pub fn process_main() -> i32 {
+    crate::sys::prepare_cli_process();
+    let code = std::panic::catch_unwind(|| run_process(Strategies::default())).unwrap_or(101);
+    let _ = std::io::stdout().flush();
+    i32::from(code)
+}
+
+fn run_process(strategies: Strategies) -> u8 {
     // Files and dirs get their modes at creation; the umask is belt and braces.
     crate::sys::set_umask_077();
-    let cli = Cli::parse();
-    run_cli(cli, strategies)
+    match crate::args::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(cli)) => execute(cli, strategies).unwrap_or_else(|err| {
+            print_error(&err);
+            EXIT_ERROR
+        }),
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
+            EXIT_OK
+        }
+        Ok(Parsed::Version) => {
+            println!("refbox {}", env!("CARGO_PKG_VERSION"));
+            EXIT_OK
+        }
+        Err(e) => {
+            print_usage_error(&e);
+            EXIT_USAGE
+        }
+    }
+}
+
+/// `refbox: error: ...`, the usage line and where to find more (stderr).
+fn print_usage_error(e: &ArgsError) {
+    let mut msg = format!("refbox: error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    eprintln!(
+        "{msg}\n\nUsage: {}\n\nFor more information, try '--help'.",
+        e.usage()
+    );
 }
 
 /// Run a parsed command line; returns the exit code.
 pub fn run_cli(cli: Cli, strategies: Strategies) -> ExitCode {
-    match execute(cli, strategies) {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            print_error(&err);
-            ExitCode::from(EXIT_ERROR)
-        }
-    }
+    ExitCode::from(execute(cli, strategies).unwrap_or_else(|err| {
+        print_error(&err);
+        EXIT_ERROR
+    }))
 }
 
 /// `refbox: error: cause: cause...` on stderr.

@@ -32,6 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod args;
 pub mod cli;
 pub mod config;
 pub mod embed;

@@ -18,6 +18,40 @@ pub fn set_umask_077() {
     rustix::process::umask(Mode::from_raw_mode(0o077));
 }
 
+/// What Rust's runtime start-up does before `main` that the `refbox` CLI
+/// needs, for its binary that starts without it (`#![no_main]`, see
+/// `src/bin/refbox.rs`): fds 0, 1 and 2 that are closed are opened on
+/// `/dev/null` (else the first file refbox opens would become its stdout,
+/// and a JSON document could be written into a state file), and SIGPIPE is
+/// ignored (writing the shim's configuration into a pipe whose reader died
+/// must be an error to report, not a silent death). Costs one `poll` and
+/// one `rt_sigaction`.
+pub fn prepare_cli_process() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: poll(2) reads and writes exactly the three pollfd structs of
+    // the array we pass with its length; a zero timeout never blocks.
+    let polled = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    if polled >= 0 {
+        for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+            // The lowest free fd is the closed one (0, 1, 2 are checked in
+            // order); it stays open for the life of the process.
+            match rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR, Mode::empty()) {
+                Ok(fd) if std::os::fd::AsRawFd::as_raw_fd(&fd) == p.fd => std::mem::forget(fd),
+                _ => std::process::abort(),
+            }
+        }
+    }
+    // SAFETY: installs SIG_IGN (no handler code) for SIGPIPE; the previous
+    // disposition is not needed. This is what Rust's start-up does too.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// `pidfd_send_signal(pidfd, sig, NULL, 0)` for any signal number (rustix's
 /// typed `Signal` has no realtime signals, which the shim's start request uses).
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
