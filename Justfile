@@ -19,6 +19,11 @@ suite *ARGS:
 runtimes:
     bash fixtures/install-runtimes.sh
 
+# refbox's binaries statically linked, as deployed (target/release/static/, with an
+# adapter there): no dynamic loader at each command's start. See fixtures/build-static.sh.
+static:
+    bash fixtures/build-static.sh
+
 # Regenerate docs/results.md: the catalog against refbox, runc, crun and youki.
 results:
     bash fixtures/results.sh

@@ -1252,8 +1252,10 @@ impl Runtime {
 
 /// `f` over every id, in order, on up to [`LIST_THREADS`] threads (one per
 /// [`LIST_BOXES_PER_THREAD`] boxes): a box costs a dozen independent
-/// syscalls, so a large root is read in parallel. The calling thread takes
-/// the first share.
+/// syscalls, so a large root is read in parallel. Every thread, the caller
+/// included, takes the next box from a shared counter until none is left,
+/// so a thread that starts late (≈ 0.1 ms to wake an idle CPU on a VM) or
+/// meets slow boxes simply takes fewer.
 ///
 /// Where the threads run matters as much as how many there are: a new
 /// thread is often queued on its spawner's CPU, and an idle CPU nearby does
@@ -1262,8 +1264,9 @@ impl Runtime {
 /// 100-box `list` ran serially). So the spawner yields once, letting a
 /// thread queued behind it run at once, and each new thread that finds
 /// itself on the spawner's CPU moves itself to the others first
-/// ([`leave_cpu`]). Both halves of a 100-box `list` then overlap.
+/// ([`leave_cpu`]).
 fn map_boxes<T: Send>(ids: &[BoxId], f: impl Fn(&BoxId) -> T + Sync) -> Vec<T> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let threads = usable_cpus()
         .min(LIST_THREADS)
         .min(ids.len() / LIST_BOXES_PER_THREAD)
@@ -1271,30 +1274,39 @@ fn map_boxes<T: Send>(ids: &[BoxId], f: impl Fn(&BoxId) -> T + Sync) -> Vec<T> {
     if threads == 1 {
         return ids.iter().map(f).collect();
     }
-    let chunk = ids.len().div_ceil(threads);
-    let f = &f;
+    let next = AtomicUsize::new(0);
+    let take = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(id) = ids.get(i) else {
+                return done;
+            };
+            done.push((i, f(id)));
+        }
+    };
+    let take = &take;
     let spawner_cpu = rustix::thread::sched_getcpu();
-    std::thread::scope(|s| {
-        let mut shares = ids.chunks(chunk);
-        let mine = shares.next().unwrap_or_default();
-        let others: Vec<_> = shares
-            .map(|share| {
+    let mut done = std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads)
+            .map(|_| {
                 s.spawn(move || {
                     if rustix::thread::sched_getcpu() == spawner_cpu {
                         leave_cpu(spawner_cpu);
                     }
-                    share.iter().map(f).collect::<Vec<_>>()
+                    take()
                 })
             })
             .collect();
         rustix::thread::sched_yield();
-        let mut out: Vec<T> = Vec::with_capacity(ids.len());
-        out.extend(mine.iter().map(f));
+        let mut done = take();
         for h in others {
-            out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         }
-        out
-    })
+        done
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Moves the calling thread off `cpu` (to the other CPUs it may use), if
