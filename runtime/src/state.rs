@@ -7,8 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::BoxId;
 
-/// The current `state.json` version.
-pub const STATE_VERSION: u32 = 1;
+/// The current `state.json` version. v2 added [`BoxRecord::earlier_exits`];
+/// v1 records (without it) are read as if it were `true`.
+pub const STATE_VERSION: u32 = 2;
+
+/// The oldest `state.json` version this refbox reads.
+pub const OLDEST_STATE_VERSION: u32 = 1;
 
 /// What the box's owner last asked for (not whether it is alive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,19 @@ pub struct BoxRecord {
     pub env: Vec<(String, String)>,
     /// Creation time, ms since the Unix epoch.
     pub created_unix_ms: u64,
+    /// Whether an `exit` record may be left from a payload run before the
+    /// current shim's: `false` for a new box, set when a shim is launched
+    /// for a box that has one (a restart). While the current shim is
+    /// verified alive and this is `false`, the box has no `exit` to read
+    /// (the shim writes it just before it ends), so `list` skips the look:
+    /// a failed open is ≈ 1/4 of what a box costs on tmpfs, which keeps no
+    /// negative dentries. Absent from v1 records, read as `true`.
+    #[serde(default = "unknown_means_maybe")]
+    pub earlier_exits: bool,
+}
+
+fn unknown_means_maybe() -> bool {
+    true
 }
 
 /// Why `state.json` bytes are not a valid record.
@@ -47,7 +64,9 @@ pub enum StateError {
     #[error("not a valid state record")]
     Json(#[source] serde_json::Error),
     /// A version this refbox does not know.
-    #[error("unsupported state version {0} (this refbox reads {STATE_VERSION})")]
+    #[error(
+        "unsupported state version {0} (this refbox reads {OLDEST_STATE_VERSION} to {STATE_VERSION})"
+    )]
     Version(u32),
     /// The record names another box than its directory.
     #[error("records id {found:?} but lives in the dir of {expected:?}")]
@@ -73,12 +92,14 @@ pub fn parse_state(bytes: &[u8], id: &BoxId) -> Result<BoxRecord, StateError> {
         Ok(rec) => rec,
         Err(e) => {
             return Err(match serde_json::from_slice::<VersionProbe>(bytes) {
-                Ok(probe) if probe.version != STATE_VERSION => StateError::Version(probe.version),
+                Ok(probe) if !(OLDEST_STATE_VERSION..=STATE_VERSION).contains(&probe.version) => {
+                    StateError::Version(probe.version)
+                }
                 _ => StateError::Json(e),
             });
         }
     };
-    if rec.version != STATE_VERSION {
+    if !(OLDEST_STATE_VERSION..=STATE_VERSION).contains(&rec.version) {
         return Err(StateError::Version(rec.version));
     }
     if &rec.id != id {
@@ -124,7 +145,7 @@ mod tests {
                        argv in proptest::collection::vec(".*", 0..4),
                        env in proptest::collection::vec(("[A-Z_]{1,8}", ".*"), 0..3),
                        t in any::<u64>()) {
-            let rec = BoxRecord { version: STATE_VERSION, id: BoxId::new(&id).unwrap(), phase: ph, argv, env, created_unix_ms: t };
+            let rec = BoxRecord { version: STATE_VERSION, id: BoxId::new(&id).unwrap(), phase: ph, argv, env, created_unix_ms: t, earlier_exits: t % 2 == 0 };
             prop_assert_eq!(parse_state(&format_state(&rec), &rec.id).unwrap(), rec);
         }
 
@@ -132,6 +153,16 @@ mod tests {
         fn any_bytes_ok_or_err(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse_state(&bytes, &BoxId::new("b").unwrap());
         }
+    }
+
+    #[test]
+    fn a_v1_record_is_read_and_may_have_earlier_exits() {
+        // As refbox wrote it before v2.
+        let v1 = br#"{"version":1,"id":"a","phase":"started","argv":["sleep","9"],"env":[],"created_unix_ms":5}"#;
+        let rec = parse_state(v1, &BoxId::new("a").unwrap()).unwrap();
+        assert_eq!(rec.version, 1);
+        assert!(rec.earlier_exits, "unknown must mean: look for an exit");
+        assert_eq!(rec.argv, ["sleep", "9"]);
     }
 
     #[test]
@@ -156,6 +187,7 @@ mod tests {
             argv: vec![],
             env: vec![],
             created_unix_ms: 0,
+            earlier_exits: false,
         };
         assert!(matches!(
             parse_state(&format_state(&rec), &id),

@@ -45,6 +45,7 @@ fn bare_box(root: &Path, id: &str) -> PathBuf {
         argv: vec!["x".into()],
         env: vec![],
         created_unix_ms: 0,
+        earlier_exits: false,
     };
     std::fs::write(dir.join("state.json"), refbox::state::format_state(&rec)).unwrap();
     dir

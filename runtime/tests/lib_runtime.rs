@@ -127,6 +127,35 @@ fn lifecycle_create_start_kill_restart_keeps_crash_evidence() {
 }
 
 #[test]
+fn a_restarted_running_box_still_reports_the_earlier_exit() {
+    // `load` skips the look for `exit` while a box's first shim lives; a
+    // restart must say that an earlier run left one.
+    let _guard = common::Reaped::new();
+    let (tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("again").unwrap();
+    let marker = tmp.path().join("ran-once");
+    let script = format!(
+        "if [ -e {m} ]; then exec sleep 100; else touch {m}; exit 3; fi",
+        m = marker.display()
+    );
+    rt.create(&opts("again", &["sh", "-c", &script])).unwrap();
+    assert!(rt.state(&id).unwrap().exit.is_none());
+    rt.start(&id, None).unwrap();
+    let s = rt.wait_stopped(&id).unwrap();
+    assert_eq!(s.exit.as_ref().and_then(|e| e.code), Some(3));
+    // A new invocation restarts it; the payload now runs on.
+    let rt2 = runtime(&root, Strategies::default());
+    rt2.start(&id, None).unwrap();
+    let s = rt2.state(&id).unwrap();
+    assert_eq!(s.status, Status::Running);
+    assert_eq!(s.exit.as_ref().and_then(|e| e.code), Some(3), "{s:?}");
+    let listed = rt2.list();
+    assert_eq!(listed.boxes[0].exit.as_ref().and_then(|e| e.code), Some(3));
+    rt2.delete(&id, true).unwrap();
+}
+
+#[test]
 fn kill_forwards_to_payload_and_exit_is_recorded() {
     let _guard = common::Reaped::new();
     let (_tmp, root) = common::root();
