@@ -332,9 +332,145 @@ pub fn render(r: &BenchReport) -> String {
     out
 }
 
+/// Least squares `t(N) = a + N × b` over `(N, seconds)` points: `(a, b, r²)`,
+/// or `None` with fewer than two distinct N.
+pub fn fit(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
+    if points.len() < 2 || sxx == 0.0 {
+        return None;
+    }
+    let b = sxy / sxx;
+    let a = my - b * mx;
+    let r2 = if syy == 0.0 {
+        1.0
+    } else {
+        (sxy * sxy) / (sxx * syy)
+    };
+    Some((a, b, r2))
+}
+
+/// One figure of a runtime's, picked out of its [`RuntimeFigures`].
+pub type Figure = fn(&RuntimeFigures) -> Duration;
+
+/// The figures whose growth with the number of boxes is reported and
+/// plotted, with their names.
+pub const GROWTH_FIGURES: [(&str, Figure); 2] =
+    [("list", |f| f.list), ("recovery pass", |f| f.recovery)];
+
+/// Every runtime of `reports`, once each, in the order first seen.
+pub fn runtime_names(reports: &[BenchReport]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for f in reports.iter().flat_map(|r| &r.runtimes) {
+        if !names.contains(&f.name.as_str()) {
+            names.push(&f.name);
+        }
+    }
+    names
+}
+
+/// How `list` and the recovery pass grow with the number of boxes, over
+/// several bench runs (one per box count): the medians with each runtime's
+/// ratio to the fastest at that count, and a linear fit per runtime.
+pub fn render_growth(reports: &[BenchReport]) -> String {
+    let mut out = String::new();
+    let names = runtime_names(reports);
+    for (what, pick) in GROWTH_FIGURES {
+        let _ = writeln!(
+            out,
+            "{what}, by live boxes (median; ratio to the fastest at that count), and a fit t(N) = a + N × b:"
+        );
+        let _ = writeln!(out);
+        let mut head = String::from("| runtime |");
+        let mut rule = String::from("|---|");
+        for r in reports {
+            let _ = write!(head, " {} boxes |", r.boxes);
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(out, "{head} fit |");
+        let _ = writeln!(out, "{rule}---|");
+        for name in &names {
+            let mut row = format!("| {name} |");
+            let mut points = Vec::new();
+            for r in reports {
+                let best = r.runtimes.iter().map(pick).min().unwrap_or_default();
+                match r.runtimes.iter().find(|f| f.name == *name) {
+                    Some(f) => {
+                        let d = pick(f);
+                        points.push((r.boxes as f64, d.as_secs_f64()));
+                        let _ = write!(
+                            row,
+                            " {} ({:.1}×) |",
+                            human(d),
+                            d.as_secs_f64() / best.as_secs_f64().max(f64::MIN_POSITIVE)
+                        );
+                    }
+                    None => row.push_str(" – |"),
+                }
+            }
+            match fit(&points) {
+                Some((a, b, r2)) => {
+                    let _ = writeln!(
+                        out,
+                        "{row} {} + N × {} (r² = {r2:.4}) |",
+                        human(Duration::from_secs_f64(a.max(0.0))),
+                        human(Duration::from_secs_f64(b.max(0.0)))
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{row} – |");
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn growth_table_fits_a_line_per_runtime() {
+        let ms = Duration::from_millis;
+        let at = |boxes: usize, a: u64, b: u64| BenchReport {
+            boxes,
+            samples: (1, 1),
+            runtimes: [("a", a), ("b", b)]
+                .into_iter()
+                .map(|(name, t)| RuntimeFigures {
+                    name: name.into(),
+                    version: None,
+                    create: ms(1),
+                    state: ms(1),
+                    list: ms(t),
+                    recovery: ms(t),
+                    recovery_how: "recover".into(),
+                    floor: ms(1),
+                })
+                .collect(),
+        };
+        // a: 1 ms + N × 10 µs; b: 4 ms + N × 40 µs.
+        let text = render_growth(&[at(100, 2, 8), at(1000, 11, 44)]);
+        assert!(
+            text.contains(
+                "| a | 2.00 ms (1.0×) | 11.00 ms (1.0×) | 1.00 ms + N × 10 µs (r² = 1.0000) |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| b | 8.00 ms (4.0×) | 44.00 ms (4.0×) | 4.00 ms + N × 40 µs (r² = 1.0000) |"
+            ),
+            "{text}"
+        );
+        assert!(fit(&[(1.0, 1.0)]).is_none());
+    }
 
     #[test]
     fn table_has_ratios_to_the_fastest() {

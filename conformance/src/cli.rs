@@ -86,6 +86,11 @@ pub enum Command {
     /// Latency of state, list and a recovery pass with N live boxes, for
     /// each runtime side by side in one run (Markdown table of medians and
     /// ratios to the fastest). Every box is deleted (--force) afterwards.
+    ///
+    /// With several box counts (`--boxes 10,100,1000`) each count is a run
+    /// of its own, one after the other, followed by how list and recovery
+    /// grow with N (medians, ratios, a linear fit per runtime); `--plot`
+    /// draws that as an SVG chart.
     Bench {
         /// Adapter files, one per runtime (repeatable). Default: refbox.
         #[arg(long, value_name = "FILE")]
@@ -93,9 +98,14 @@ pub enum Command {
         /// Directory substituted for `{bindir}` in the adapters.
         #[arg(long, value_name = "DIR")]
         bindir: Option<PathBuf>,
-        /// Live boxes per runtime.
-        #[arg(long, default_value_t = 100)]
-        boxes: usize,
+        /// Live boxes per runtime; several (comma-separated or repeated)
+        /// for one run per count.
+        #[arg(long, value_name = "N", value_delimiter = ',', default_values_t = [100])]
+        boxes: Vec<usize>,
+        /// Write an SVG chart of list and recovery latency against the box
+        /// counts, one line per runtime (log-log).
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
         /// Samples of state and list per runtime.
         #[arg(long, default_value_t = 21)]
         samples: usize,
@@ -267,6 +277,7 @@ fn execute(cli: Cli) -> Result<ExitCode, String> {
             boxes,
             samples,
             recovery_samples,
+            plot,
         } => {
             let mut subjects = Vec::new();
             if adapter.is_empty() {
@@ -288,13 +299,28 @@ fn execute(cli: Cli) -> Result<ExitCode, String> {
                     }
                 }
             }
-            let opts = crate::bench::BenchOptions {
-                boxes,
-                samples: samples.max(1),
-                recovery_samples: recovery_samples.max(1),
-            };
-            let report = crate::bench::run(&subjects, &opts).map_err(|e| e.0)?;
-            write_out(None, &crate::bench::render(&report))?;
+            let mut reports = Vec::new();
+            for (i, &n) in boxes.iter().enumerate() {
+                if boxes.len() > 1 {
+                    eprintln!("== {n} boxes ({} of {})", i + 1, boxes.len());
+                }
+                let opts = crate::bench::BenchOptions {
+                    boxes: n,
+                    samples: samples.max(1),
+                    recovery_samples: recovery_samples.max(1),
+                };
+                let report = crate::bench::run(&subjects, &opts).map_err(|e| e.0)?;
+                // Each count's table as soon as it is measured.
+                write_out(None, &format!("{}\n", crate::bench::render(&report)))?;
+                reports.push(report);
+            }
+            if reports.len() > 1 {
+                write_out(None, &crate::bench::render_growth(&reports))?;
+            }
+            if let Some(p) = plot {
+                write_out(Some(&p), &crate::plot::svg(&reports))?;
+                eprintln!("chart written to {}", p.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare { evidence, reports } => {

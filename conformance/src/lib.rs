@@ -31,6 +31,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod locate;
 pub mod oci;
+pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod scene;
