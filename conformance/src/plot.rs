@@ -9,7 +9,7 @@ use crate::bench::{BenchReport, Figure, GROWTH_FIGURES, runtime_names};
 
 /// Line colours, one per runtime in the order given (then repeated).
 const COLOURS: [&str; 8] = [
-    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#1f78b4", "#a6761d", "#666666", "#e6ab02",
 ];
 
 const PANEL_W: f64 = 440.0;
