@@ -284,6 +284,8 @@ pub struct CommandHelp {
     pub usage: &'static str,
     /// The options it takes besides the global ones (long names).
     pub options: &'static [&'static str],
+    /// Whether it takes a payload after `--`.
+    pub payload: bool,
     /// Its arguments and options, for `--help` (the global ones are added).
     pub body: &'static str,
 }
@@ -295,6 +297,7 @@ pub const COMMANDS: &[CommandHelp] = &[
         about: "Create and start a box (create + start)",
         usage: "refbox run [OPTIONS] <ID> -- <CMD>...",
         options: &["--detach", "--env-file", "--secret-file"],
+        payload: true,
         body: "\
 Arguments:
   <ID>      Box id: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
@@ -311,6 +314,7 @@ Options:
         about: "Create a box: its shim is started and waits for `start`",
         usage: "refbox create [OPTIONS] <ID> -- <CMD>...",
         options: &["--env-file", "--secret-file"],
+        payload: true,
         body: "\
 Arguments:
   <ID>      Box id: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
@@ -326,6 +330,7 @@ Options:
         about: "Start the payload of a created box, or restart a stopped one",
         usage: "refbox start [OPTIONS] <ID>",
         options: &["--secret-file"],
+        payload: false,
         body: "\
 Arguments:
   <ID>  Box id
@@ -338,6 +343,7 @@ Options:
         about: "Print a box's state as JSON: id, status, pid, identity, reason",
         usage: "refbox state <ID>",
         options: &[],
+        payload: false,
         body: "\
 Arguments:
   <ID>  Box id",
@@ -347,6 +353,7 @@ Arguments:
         about: "List every box under the root; bad entries are named on stderr",
         usage: "refbox list [OPTIONS]",
         options: &["--format"],
+        payload: false,
         body: "\
 Options:
       --format <FORMAT>  Output format: table (aligned columns for people) or json (one JSON
@@ -358,6 +365,7 @@ Options:
                 running",
         usage: "refbox kill <ID> [SIGNAL]",
         options: &[],
+        payload: false,
         body: "\
 Arguments:
   <ID>      Box id
@@ -369,6 +377,7 @@ Arguments:
         about: "Delete a stopped box. With --force, kill a running box first",
         usage: "refbox delete [OPTIONS] <ID>",
         options: &["--force"],
+        payload: false,
         body: "\
 Arguments:
   <ID>  Box id
@@ -382,6 +391,7 @@ Options:
                 place) and print what was done",
         usage: "refbox recover [OPTIONS]",
         options: &["--format"],
+        payload: false,
         body: "\
 Options:
       --format <FORMAT>  Output format: table or json [default: table]",
@@ -391,6 +401,7 @@ Options:
         about: "Remove log dirs whose owner (per `log/.sentinel`) is dead or recycled",
         usage: "refbox cleanup-logs [OPTIONS]",
         options: &["--format"],
+        payload: false,
         body: "\
 Options:
       --format <FORMAT>  Output format: table or json [default: table]",
@@ -400,6 +411,7 @@ Options:
         about: "Library-mode check: does the scoped reaper leave this process's own children alone?",
         usage: "refbox reaper-probe [OPTIONS] [-- <CMD>...]",
         options: &["--child-exit", "--boxes"],
+        payload: true,
         body: "\
 Runs boxes in-process, as a daemon embedding `refbox::Runtime` does; a child of this process
 (`/bin/sh -c 'exit CODE'`) exits and is left unreaped; the boxes are force-deleted so the reaper
@@ -709,7 +721,7 @@ impl Words {
             return Err(ArgsError::UnexpectedArgument {
                 command: self.command(),
                 arg: extra.clone(),
-                payload: self.help.usage.contains("-- "),
+                payload: self.help.payload,
             });
         }
         Ok(())
@@ -737,7 +749,7 @@ impl Words {
     }
 
     fn into_cli(mut self) -> Result<Cli, ArgsError> {
-        if self.payload.is_some() && !self.help.usage.contains("-- ") {
+        if self.payload.is_some() && !self.help.payload {
             return Err(ArgsError::UnexpectedOption {
                 command: Some(self.command()),
                 option: "--".to_string(),
@@ -1088,6 +1100,7 @@ mod tests {
                 .filter(|o| !["--root", "--helper", "--help"].contains(o))
                 .collect();
             assert_eq!(documented, c.options, "{}", c.name);
+            assert_eq!(c.usage.contains("-- <CMD>"), c.payload, "{}", c.name);
         }
     }
 }
