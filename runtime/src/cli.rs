@@ -83,14 +83,9 @@ fn run_process(strategies: Strategies) -> u8 {
 
 /// `refbox: error: ...`, the usage line and where to find more (stderr).
 fn print_usage_error(e: &ArgsError) {
-    let mut msg = format!("refbox: error: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
     eprintln!(
-        "{msg}\n\nUsage: {}\n\nFor more information, try '--help'.",
+        "refbox: error: {}\n\nUsage: {}\n\nFor more information, try '--help'.",
+        crate::runtime::chain(e),
         e.usage()
     );
 }
@@ -105,13 +100,7 @@ pub fn run_cli(cli: Cli, strategies: Strategies) -> ExitCode {
 
 /// `refbox: error: cause: cause...` on stderr.
 fn print_error(err: &dyn std::error::Error) {
-    let mut msg = format!("refbox: {err}");
-    let mut source = err.source();
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    eprintln!("{msg}");
+    eprintln!("refbox: {}", crate::runtime::chain(err));
 }
 
 fn execute(cli: Cli, strategies: Strategies) -> Result<u8, RuntimeError> {

@@ -44,6 +44,7 @@ use crate::fswrite;
 use crate::identity::{self, HostFacts, ProcessIdentity, VerifyRequest};
 use crate::ids::BoxId;
 use crate::pid::Pid;
+use crate::runtime::chain;
 
 /// How long a connection may take to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -501,17 +502,6 @@ pub fn serve(cfg: &HelperConfig) -> Result<(), HelperError> {
         let _ = (&conn).write_all(&line);
     }
     Ok(())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 fn handle(cfg: &HelperConfig, me: u32, conn: &UnixStream) -> Result<Response, HelperError> {

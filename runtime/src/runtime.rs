@@ -1458,7 +1458,8 @@ fn read_ready(stdout: std::process::ChildStdout, timeout: Duration) -> Result<()
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, `outer: inner: ...`, on one line.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {
