@@ -301,28 +301,59 @@ fn half_created_box_can_be_deleted() {
     assert!(!root.join("half").exists());
 }
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
+/// This process's threads named `name` (their `comm`), by thread id.
+fn threads_named(name: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            (comm.trim_end() == name).then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Whether thread `tid` leaves this process before `deadline`. A joined
+/// thread has cleared its tid word (what `join` waits on) but may still be
+/// listed for a moment while the kernel finishes its exit, so this polls.
+fn thread_leaves(tid: i32, deadline: std::time::Duration) -> bool {
+    let until = std::time::Instant::now() + deadline;
+    while std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
 }
 
 #[test]
 fn dropping_the_runtime_stops_its_reaper_at_once() {
     let _guard = common::Reaped::new();
     let (_tmp, root) = common::root();
-    let before = threads();
+    // Under `cargo test` other tests' runtimes run in this process too.
+    let others = threads_named("refbox-reaper");
     let rt = runtime(&root, Strategies::default());
     let id = BoxId::new("d").unwrap();
     rt.create(&opts("d", &["sleep", "100"])).unwrap();
-    assert_eq!(threads(), before + 1, "the reaper thread");
+    let mut reapers = threads_named("refbox-reaper");
+    reapers.retain(|tid| !others.contains(tid));
+    let [reaper] = reapers[..] else {
+        panic!("expected one reaper thread: {reapers:?}");
+    };
     assert_eq!(
         rt.registered_children().len(),
         1,
         "the live shim is watched"
     );
-    // Drop joins the thread; a reaper blocked in poll without a wake-up
-    // would hang here (and nextest's timeout would fail the test).
+    // Drop wakes and joins the thread; a reaper blocked in poll without a
+    // wake-up would hang here (and nextest's timeout would fail the test),
+    // and one left running would never leave the task list.
     drop(rt);
-    assert_eq!(threads(), before, "reaper thread joined");
+    assert!(
+        thread_leaves(reaper, std::time::Duration::from_secs(10)),
+        "reaper thread {reaper} still runs after the runtime was dropped"
+    );
     // The box outlives the runtime object; a fresh one adopts and deletes it.
     let rt = runtime(&root, Strategies::default());
     assert_eq!(rt.state(&id).unwrap().status, Status::Created);
