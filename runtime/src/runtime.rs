@@ -36,7 +36,7 @@ pub const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const GROUP_KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long `delete --force` waits for a killed shim to die.
 pub const KILL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// At most this many threads load boxes for `list`.
+/// At most this many threads load boxes for `list`, `recover` and `cleanup-logs`.
 pub const LIST_THREADS: usize = 4;
 /// `list` adds a thread only per this many boxes (a thread costs tens of µs).
 pub const LIST_BOXES_PER_THREAD: usize = 32;
@@ -647,16 +647,6 @@ impl Runtime {
         report
     }
 
-    fn for_each_box(
-        &self,
-        errors: &mut Vec<EntryError>,
-        mut f: impl FnMut(BoxId, &mut Vec<EntryError>),
-    ) {
-        for id in self.box_ids(errors) {
-            f(id, errors);
-        }
-    }
-
     /// One pass over the root: the box ids, sorted; entries that are not
     /// boxes are named in `errors`.
     fn box_ids(&self, errors: &mut Vec<EntryError>) -> Vec<BoxId> {
@@ -1170,8 +1160,19 @@ impl Runtime {
     }
 
     fn recover_one(&self, id: &BoxId) -> Result<RecoveredBox, RuntimeError> {
-        let _lock = self.lock_existing(id)?;
+        // Looking needs no lock (records are replaced atomically, as `list`
+        // relies on); only a box about to be marked stopped is locked, and
+        // looked at again under the lock before it is written.
         let mut b = self.load(id)?;
+        let _lock = if b.record.phase != Phase::Stopped
+            && matches!(b.identity, ProcessIdentity::Absent { .. })
+        {
+            let lock = self.lock_existing(id)?;
+            b = self.load(id)?;
+            Some(lock)
+        } else {
+            None
+        };
         let view = b.view();
         let (action, detail) = match &b.identity {
             ProcessIdentity::Verified(_) => (RecoverAction::Adopted, "verified".to_string()),
@@ -1194,44 +1195,50 @@ impl Runtime {
     }
 
     /// `refbox cleanup-logs`: remove log dirs whose owner is dead or
-    /// recycled; keep live ones; leave unreadable sentinels alone.
+    /// recycled; keep live ones; leave unreadable sentinels alone. Boxes are
+    /// judged on threads as in [`Self::list`]; the report is in box-id order.
     pub fn cleanup_logs(&self) -> CleanupReport {
         let mut report = CleanupReport::default();
-        self.for_each_box(&mut report.errors, |id, errors| {
-            let log = self.layout.log_dir(&id);
-            if rustix::fs::lstat(&log).is_err() {
-                return;
+        let ids = self.box_ids(&mut report.errors);
+        for r in map_boxes(&ids, |id| self.cleanup_log(id))
+            .into_iter()
+            .flatten()
+        {
+            match r {
+                Ok(c) => report.boxes.push(c),
+                Err(e) => report.errors.push(e),
             }
-            let path = log.join(layout::SENTINEL);
-            let checked = sentinel::check(&path, self.uid)
-                .map(|(s, v)| (s.pid(), self.confirm_keep(&id, s.pid(), v)));
-            match checked {
-                Ok((_, Verdict::Remove(reason))) => match remove_log_dir(&log) {
-                    Ok(()) => report.boxes.push(CleanedLog {
-                        id: id.to_string(),
-                        action: CleanupAction::Removed,
-                        reason,
-                    }),
-                    Err(e) => errors.push(EntryError {
-                        id: Some(id.to_string()),
-                        path: log.clone(),
-                        error: chain(&e),
-                    }),
-                },
-                Ok((_, Verdict::Keep(reason))) => report.boxes.push(CleanedLog {
-                    id: id.to_string(),
-                    action: CleanupAction::Kept,
-                    reason,
-                }),
-                Err(sentinel::SentinelCheckError::Read(e)) if e.is_not_found() => {}
-                Err(e) => errors.push(EntryError {
-                    id: Some(id.to_string()),
-                    path,
-                    error: chain(&e),
-                }),
-            }
-        });
+        }
         report
+    }
+
+    /// One box of [`Self::cleanup_logs`]; `None` when it has no log dir
+    /// (or no sentinel in it) to judge.
+    fn cleanup_log(&self, id: &BoxId) -> Option<Result<CleanedLog, EntryError>> {
+        let log = self.layout.log_dir(id);
+        rustix::fs::lstat(&log).ok()?;
+        let path = log.join(layout::SENTINEL);
+        let checked =
+            sentinel::check(&path, self.uid).map(|(s, v)| self.confirm_keep(id, s.pid(), v));
+        let cleaned = |action, reason| CleanedLog {
+            id: id.to_string(),
+            action,
+            reason,
+        };
+        let error = |path, error| EntryError {
+            id: Some(id.to_string()),
+            path,
+            error,
+        };
+        Some(match checked {
+            Ok(Verdict::Remove(reason)) => match remove_log_dir(&log) {
+                Ok(()) => Ok(cleaned(CleanupAction::Removed, reason)),
+                Err(e) => Err(error(log, chain(&e))),
+            },
+            Ok(Verdict::Keep(reason)) => Ok(cleaned(CleanupAction::Kept, reason)),
+            Err(sentinel::SentinelCheckError::Read(e)) if e.is_not_found() => return None,
+            Err(e) => Err(error(path, chain(&e))),
+        })
     }
 
     /// A sentinel whose pid is alive with the same exe could still be a
@@ -1487,7 +1494,7 @@ mod tests {
     use super::is_own_temp;
 
     #[test]
-    fn list_on_threads_keeps_order_and_errors() {
+    fn list_and_cleanup_on_threads_keep_order_and_errors() {
         use crate::state::{BoxRecord, Phase, STATE_VERSION, format_state};
         use crate::{BoxId, Runtime, Strategies, fswrite};
         let dir = tempfile::tempdir().unwrap();
@@ -1518,6 +1525,37 @@ mod tests {
         assert_eq!(ids, want);
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         assert_eq!(r.errors[0].id.as_deref(), Some("b0100x"));
+
+        // cleanup-logs runs on the same threads: every other box gets a log
+        // dir whose sentinel names a live pid (this test's) under another
+        // exe, as a recycled shim pid would look, and one a garbage sentinel.
+        let pid = crate::Pid::new(i64::from(std::process::id())).unwrap();
+        let mut removed = Vec::new();
+        for i in (0..n).step_by(2) {
+            let id = BoxId::new(&format!("b{i:04}")).unwrap();
+            let log = rt.layout().log_dir(&id);
+            fswrite::create_private_dir(&log).unwrap();
+            let bytes = if i == 6 {
+                b"not a pid\n".to_vec()
+            } else {
+                removed.push(id.to_string());
+                crate::sentinel::format_sentinel(pid, b"/nonexistent/refbox-shim")
+            };
+            fswrite::write_atomic(&log, crate::layout::SENTINEL, &bytes).unwrap();
+        }
+        let r = rt.cleanup_logs();
+        let ids: Vec<String> = r.boxes.iter().map(|b| b.id.clone()).collect();
+        assert_eq!(ids, removed);
+        assert!(
+            r.boxes
+                .iter()
+                .all(|b| b.action == crate::status::CleanupAction::Removed),
+            "{:?}",
+            r.boxes
+        );
+        let errors: Vec<_> = r.errors.iter().map(|e| e.id.as_deref()).collect();
+        assert_eq!(errors, [Some("b0006")], "{:?}", r.errors);
+        assert!(root.join("b0006/log").exists() && !root.join("b0008/log").exists());
     }
 
     #[test]

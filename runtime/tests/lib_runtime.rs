@@ -390,3 +390,27 @@ fn concurrent_starts_of_a_stopped_box_spawn_one_shim() {
     assert_eq!(shims, 1);
     rt.delete(&id, true).unwrap();
 }
+
+#[test]
+fn recover_reports_a_live_box_without_waiting_for_its_lock() {
+    use refbox::status::RecoverAction;
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("busy").unwrap();
+    rt.create(&opts("busy", &["sleep", "100"])).unwrap();
+    rt.start(&id, None).unwrap();
+    // Another refbox is in the middle of an operation on the box (a
+    // `delete --force` waiting for a kill holds the lock for seconds).
+    // Recovery only reports a verified box, so it neither waits for the
+    // lock nor gives up on the box when the lock's wait times out.
+    let held = refbox::fswrite::DirLock::acquire(&root.join("busy")).unwrap();
+    let report = rt.recover();
+    drop(held);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let [b] = &report.boxes[..] else {
+        panic!("{:?}", report.boxes)
+    };
+    assert_eq!((b.id.as_str(), b.action), ("busy", RecoverAction::Adopted));
+    rt.delete(&id, true).unwrap();
+}
