@@ -19,6 +19,10 @@ pub(crate) const DELAYS_PER_OP: u64 = 50;
 /// [`DELAYS_PER_OP`] of them to interrupt it.
 const MAX_DELAYS_PER_OP: u64 = 3 * DELAYS_PER_OP;
 
+/// The span is measured again, on an uninterrupted run, every this many
+/// delays (see [`sweep`]).
+const RECALIBRATE_EVERY: u64 = 10;
+
 /// The operations the sweep interrupts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SweptOp {
@@ -231,6 +235,30 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
         // Delays first: a low-discrepancy walk over [0, span) (golden
         // ratio), so every prefix of the sweep covers the span evenly.
         let at = if (t.delays_killed as u64) < DELAYS_PER_OP && tried < MAX_DELAYS_PER_OP {
+            if tried > 0 && tried % RECALIBRATE_EVERY == 0 {
+                // The span only shrinks on its own (a delay the operation
+                // outlived). On a loaded machine the operation may have
+                // slowed since it was measured; the delays would then all
+                // land in its early part and miss a window near its end
+                // (seen: crun's create leaks a cgroup when killed in the
+                // latter half; with the span halved the sweep found 3
+                // leaks where it finds ~15). So measure it again, as it
+                // runs now.
+                // (A setup that fails now is left to the next point's
+                // setup to report.)
+                let id = format!("{tag}cal{tried}");
+                let keep = s.transcript_len();
+                if setup(s, op, &id)?.is_ok() {
+                    let (run, end) = crash(s, op, &id, None)?;
+                    if run.success() {
+                        span = end.elapsed_us.max(1);
+                    }
+                    match cleanup(s, &id)? {
+                        Some(p) => problems.push(format!("{op} calibration: {p}")),
+                        None => s.truncate_transcript(keep),
+                    }
+                }
+            }
             tried += 1;
             let frac = (tried as f64 * 0.618_033_988_749_895).fract();
             At::Delay((frac * span as f64) as u64)
