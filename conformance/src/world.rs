@@ -714,7 +714,6 @@ fn crash_main(out: PathBuf) -> ! {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_micros);
-    let start = std::time::Instant::now();
     let child = std::process::Command::new(prog)
         .args(rest)
         .env_remove(CRASH_OUT_ENV)
@@ -723,6 +722,11 @@ fn crash_main(out: PathBuf) -> ! {
     let Ok(mut child) = child else {
         std::process::exit(127);
     };
+    // `spawn` returns once the exec succeeded (std waits for it on a
+    // close-on-exec pipe): delays count from the runtime's own start, not
+    // from a fork whose duration a loaded machine stretches (a kill before
+    // the exec would interrupt nothing of the runtime's).
+    let start = std::time::Instant::now();
     let mut killed = false;
     if let Some(delay) = delay {
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
