@@ -23,6 +23,56 @@ const MAX_DELAYS_PER_OP: u64 = 3 * DELAYS_PER_OP;
 /// delays (see [`sweep`]).
 const RECALIBRATE_EVERY: u64 = 10;
 
+/// Where a sweep's delays fall: a low-discrepancy walk (golden ratio) over
+/// [0, span), so every prefix of the sweep covers the span evenly; the span
+/// is the operation's duration as last seen.
+#[derive(Debug, Clone, PartialEq)]
+struct Span {
+    us: u64,
+    /// Delays handed out so far.
+    tried: u64,
+}
+
+impl Span {
+    /// A span of one measured, uninterrupted run.
+    fn new(measured_us: u64) -> Span {
+        Span {
+            us: measured_us.max(1),
+            tried: 0,
+        }
+    }
+
+    /// Whether the operation should be measured again before the next
+    /// delay. The span only shrinks on its own ([`Span::outlived`]); on a
+    /// loaded machine the operation may have slowed since it was measured,
+    /// and the delays would then all land in its early part and miss a
+    /// window near its end (seen: crun's create leaks a cgroup when killed
+    /// in its latter half; with the span halved the sweep found 3 leaks
+    /// where it finds ~15).
+    fn due(&self) -> bool {
+        self.tried > 0 && self.tried % RECALIBRATE_EVERY == 0
+    }
+
+    /// An uninterrupted run took `us`: the span follows the operation as
+    /// it runs now.
+    fn measured(&mut self, us: u64) {
+        self.us = us.max(1);
+    }
+
+    /// The operation ended before a delay: a delay that long is no crash
+    /// point, so the span shrinks to what it took.
+    fn outlived(&mut self, us: u64) {
+        self.us = self.us.min(us.max(1));
+    }
+
+    /// The next delay, µs.
+    fn next(&mut self) -> u64 {
+        self.tried += 1;
+        let frac = (self.tried as f64 * 0.618_033_988_749_895).fract();
+        (frac * self.us as f64) as u64
+    }
+}
+
 /// The operations the sweep interrupts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SweptOp {
@@ -169,9 +219,9 @@ struct Sweep {
 /// Interrupts `op` at delays spread over its measured duration until
 /// [`DELAYS_PER_OP`] of them caught it still running (at most
 /// [`MAX_DELAYS_PER_OP`] tries), then at each of the adapter's failpoints.
-/// A delay the operation outlived is no crash point: the span shrinks to
-/// the shortest uninterrupted run seen, so the sweep keeps landing inside
-/// the operation however its duration varies.
+/// The delays follow the operation's duration as it varies ([`Span`]): a
+/// delay the operation outlived shrinks the span, and every
+/// [`RECALIBRATE_EVERY`] delays an uninterrupted run measures it again.
 fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
     let mut t = Tally::default();
     let mut problems = Vec::new();
@@ -215,7 +265,7 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
         problems.push(format!("{op} calibration: {p}"));
     }
     let clean = s.transcript_len();
-    let mut span = end.elapsed_us.max(1);
+    let mut span = Span::new(end.elapsed_us);
     let failpoints: Vec<At> = match &s.adapter().failpoints {
         Some(fp) => match op {
             SweptOp::Create => &fp.create,
@@ -230,28 +280,18 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
         None => Vec::new(),
     };
     let mut failpoints = failpoints.into_iter();
-    let mut tried: u64 = 0;
     for n in 0.. {
-        // Delays first: a low-discrepancy walk over [0, span) (golden
-        // ratio), so every prefix of the sweep covers the span evenly.
-        let at = if (t.delays_killed as u64) < DELAYS_PER_OP && tried < MAX_DELAYS_PER_OP {
-            if tried > 0 && tried % RECALIBRATE_EVERY == 0 {
-                // The span only shrinks on its own (a delay the operation
-                // outlived). On a loaded machine the operation may have
-                // slowed since it was measured; the delays would then all
-                // land in its early part and miss a window near its end
-                // (seen: crun's create leaks a cgroup when killed in the
-                // latter half; with the span halved the sweep found 3
-                // leaks where it finds ~15). So measure it again, as it
-                // runs now.
+        // Delays first, then failpoints.
+        let at = if (t.delays_killed as u64) < DELAYS_PER_OP && span.tried < MAX_DELAYS_PER_OP {
+            if span.due() {
                 // (A setup that fails now is left to the next point's
                 // setup to report.)
-                let id = format!("{tag}cal{tried}");
+                let id = format!("{tag}cal{}", span.tried);
                 let keep = s.transcript_len();
                 if setup(s, op, &id)?.is_ok() {
                     let (run, end) = crash(s, op, &id, None)?;
                     if run.success() {
-                        span = end.elapsed_us.max(1);
+                        span.measured(end.elapsed_us);
                     }
                     match cleanup(s, &id)? {
                         Some(p) => problems.push(format!("{op} calibration: {p}")),
@@ -259,9 +299,7 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
                     }
                 }
             }
-            tried += 1;
-            let frac = (tried as f64 * 0.618_033_988_749_895).fract();
-            At::Delay((frac * span as f64) as u64)
+            At::Delay(span.next())
         } else {
             match failpoints.next() {
                 Some(fp) => fp,
@@ -290,7 +328,7 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
                 if end.killed {
                     t.delays_killed += 1;
                 } else {
-                    span = span.min(end.elapsed_us.max(1));
+                    span.outlived(end.elapsed_us);
                 }
                 end.killed
             }
@@ -546,4 +584,56 @@ fn records(s: &Scene<'_>, id: &str) -> (Option<i64>, Vec<String>) {
         }
     }
     (pid, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep's delays over an operation that took `cal_us` when it was
+    /// measured and `now_us` from the first delay on (re-measured when the
+    /// span says so): how many of the delays that interrupt it land in its
+    /// last 30%.
+    fn late_hits(cal_us: u64, now_us: u64) -> u64 {
+        let mut span = Span::new(cal_us);
+        let (mut killed, mut late) = (0, 0);
+        while killed < DELAYS_PER_OP && span.tried < MAX_DELAYS_PER_OP {
+            if span.due() {
+                span.measured(now_us);
+            }
+            let d = span.next();
+            if d >= now_us {
+                span.outlived(now_us);
+                continue;
+            }
+            killed += 1;
+            late += u64::from(d * 10 >= now_us * 7);
+        }
+        late
+    }
+
+    #[test]
+    fn delays_follow_an_operation_that_slowed_after_it_was_measured() {
+        // Steady: the walk covers the span evenly, ~30% land late.
+        let steady = late_hits(10_000, 10_000);
+        assert!((12..=18).contains(&steady), "{steady}");
+        // Three times slower from the first delay on: the first 10 delays
+        // (within the old 10 ms, a third of the new run) cannot land late;
+        // once re-measured the rest cover the whole run again.
+        let slowed = late_hits(10_000, 30_000);
+        assert!(slowed >= 10, "{slowed}");
+    }
+
+    #[test]
+    fn a_delay_the_operation_outlived_shrinks_the_span() {
+        let mut span = Span::new(30_000);
+        span.outlived(10_000);
+        assert_eq!(span.us, 10_000);
+        span.outlived(20_000);
+        assert_eq!(span.us, 10_000, "it only shrinks");
+        span.measured(25_000);
+        assert_eq!(span.us, 25_000, "a new measurement replaces it");
+        assert!((0..40).all(|_| span.next() < 25_000));
+        assert_eq!(Span::new(0).us, 1, "never empty");
+    }
 }
