@@ -19,6 +19,10 @@
 //! container); otherwise what a supervisor does after a restart to learn which boxes are
 //! alive (containerd does this per task): `list`, then `state` of every box.
 //!
+//! Each report says how busy the machine was during its samples ([`Load`]:
+//! load average, and CPU pressure where the kernel reports it), with a
+//! warning when other work shared the CPUs.
+//!
 //! When the scenes end, every box is `delete --force`d (real OCI runtimes
 //! create host cgroups) and the worlds are closed.
 
@@ -87,6 +91,106 @@ pub struct BenchReport {
     pub samples: (usize, usize),
     /// One entry per runtime, in the order given.
     pub runtimes: Vec<RuntimeFigures>,
+    /// The machine's load while the samples were taken, when known.
+    pub load: Option<Load>,
+}
+
+/// How busy the machine was while the samples were taken: other work's
+/// queueing lands in the medians and moves the ratios (seen: `list` of 100
+/// boxes 3.7× crun on a quiet machine, 2.5× in a run beside two busy loops).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// 1-minute load average before the first sample.
+    pub before: f64,
+    /// 1-minute load average after the last.
+    pub after: f64,
+    /// CPUs this process may run on.
+    pub cpus: usize,
+    /// Share of the samples' wall time during which some task waited for
+    /// a CPU (the kernel's CPU pressure, `/proc/pressure/cpu`), when the
+    /// kernel reports it. The bench's own commands count too: on this
+    /// project's 2-CPU VM, refbox and crun with 30 boxes measured 12% on a
+    /// quiet machine, 19% beside one busy loop, 53% beside two.
+    pub stall: Option<f64>,
+}
+
+/// CPU pressure (share of the samples' time) above which the report warns
+/// that other work shared the CPUs; see [`Load::stall`] for what a quiet
+/// machine shows.
+pub const STALL_WARNING: f64 = 0.30;
+
+/// The kernel's CPU pressure counter: µs during which some task waited.
+fn cpu_stall_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let some = text.lines().find(|l| l.starts_with("some "))?;
+    some.split_whitespace()
+        .find_map(|w| w.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Watches the machine's load over the samples.
+struct LoadWatch {
+    load: Option<f64>,
+    stall_us: Option<u64>,
+    since: Instant,
+    cpus: usize,
+}
+
+impl LoadWatch {
+    fn start() -> LoadWatch {
+        LoadWatch {
+            load: load_average(),
+            stall_us: cpu_stall_us(),
+            since: Instant::now(),
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
+    fn finish(&self) -> Option<Load> {
+        let wall = self.since.elapsed().as_micros() as f64;
+        let stall = self
+            .stall_us
+            .zip(cpu_stall_us())
+            .map(|(a, b)| b.saturating_sub(a) as f64 / wall.max(1.0));
+        Some(Load {
+            before: self.load?,
+            after: load_average()?,
+            cpus: self.cpus,
+            stall,
+        })
+    }
+}
+
+impl Load {
+    /// A warning when other work shared the CPUs: CPU pressure over
+    /// [`STALL_WARNING`] of the samples' time where the kernel reports it,
+    /// else a load average above the CPU count before the samples (a
+    /// lagging figure: a build that just ended still counts).
+    pub fn warning(&self) -> Option<String> {
+        let busy = match self.stall {
+            Some(stall) if stall > STALL_WARNING => format!(
+                "tasks waited for a CPU {:.0}% of the time the samples took",
+                stall * 100.0
+            ),
+            Some(_) => return None,
+            None if self.before > self.cpus as f64 => format!(
+                "load average {:.2} on {} CPU(s) before measuring",
+                self.before, self.cpus
+            ),
+            None => return None,
+        };
+        Some(format!(
+            "warning: {busy}: other work shared the CPUs; its queueing is in the medians \
+             and moves the ratios; measure on a quiet machine for figures to compare"
+        ))
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -239,6 +343,7 @@ pub fn run(subjects: &[Subject], opts: &BenchOptions) -> Result<BenchReport, Not
     }
     let k = benches.len();
     let mut times = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; k];
+    let watch = LoadWatch::start();
     eprintln!(
         "measuring: {} × state and list, {} recovery passes per runtime, round-robin",
         opts.samples, opts.recovery_samples
@@ -269,12 +374,17 @@ pub fn run(subjects: &[Subject], opts: &BenchOptions) -> Result<BenchReport, Not
             floor: median(floor),
         })
         .collect();
+    let load = watch.finish();
+    if let Some(w) = load.as_ref().and_then(Load::warning) {
+        eprintln!("{w}");
+    }
     eprintln!("deleting the boxes (delete --force) and closing the worlds…");
     drop(benches);
     Ok(BenchReport {
         boxes: opts.boxes.max(1),
         samples: (opts.samples, opts.recovery_samples),
         runtimes,
+        load,
     })
 }
 
@@ -287,6 +397,19 @@ pub fn render(r: &BenchReport) -> String {
         "{} live boxes per runtime; medians of {} samples (recovery: {}), one run, round-robin",
         r.boxes, r.samples.0, r.samples.1
     );
+    if let Some(l) = &r.load {
+        let stall = l.stall.map_or(String::new(), |s| {
+            format!("; tasks waited for a CPU {:.1}% of the time", s * 100.0)
+        });
+        let _ = writeln!(
+            out,
+            "machine: load average {:.2} before the samples, {:.2} after; {} CPU(s){stall}",
+            l.before, l.after, l.cpus
+        );
+        if let Some(w) = l.warning() {
+            let _ = writeln!(out, "{w}");
+        }
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -454,6 +577,7 @@ mod tests {
                     floor: ms(1),
                 })
                 .collect(),
+            load: None,
         };
         // a: 1 ms + N × 10 µs; b: 4 ms + N × 40 µs.
         let text = render_growth(&[at(100, 2, 8), at(1000, 11, 44)]);
@@ -485,13 +609,50 @@ mod tests {
             recovery_how: "recover".into(),
             floor: ms(1),
         };
-        let r = BenchReport {
+        let mut r = BenchReport {
             boxes: 10,
             samples: (5, 3),
             runtimes: vec![fig("a", 2), fig("b", 6)],
+            load: Some(Load {
+                before: 0.5,
+                after: 1.25,
+                cpus: 2,
+                stall: Some(0.012),
+            }),
         };
         let text = render(&r);
+        assert!(
+            text.contains(
+                "machine: load average 0.50 before the samples, 1.25 after; 2 CPU(s); tasks waited for a CPU 1.2% of the time\n\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("| a | 1 | 10.00 ms (1.0×) | 2.00 ms (1.0×) | 4.00 ms (1.0×) | 6.00 ms (1.0×) | recover | 1.00 ms |"), "{text}");
         assert!(text.contains("| b | 1 | 10.00 ms (1.0×) | 6.00 ms (3.0×) | 12.00 ms (3.0×) | 18.00 ms (3.0×) | recover | 1.00 ms |"), "{text}");
+        // A machine busy before the samples is said so, in the report.
+        r.load = Some(Load {
+            before: 3.87,
+            after: 3.6,
+            cpus: 2,
+            stall: Some(0.43),
+        });
+        let text = render(&r);
+        assert!(
+            text.contains("warning: tasks waited for a CPU 43% of the time the samples took"),
+            "{text}"
+        );
+        // Without CPU pressure figures (older kernels), the load average.
+        r.load = r.load.map(|l| Load { stall: None, ..l });
+        assert!(
+            render(&r).contains("warning: load average 3.87 on 2 CPU(s) before measuring"),
+            "{text}"
+        );
+        // A load average left by a build that just ended is not a warning
+        // when the pressure during the samples was low.
+        r.load = r.load.map(|l| Load {
+            stall: Some(0.02),
+            ..l
+        });
+        assert!(!render(&r).contains("warning"), "{text}");
     }
 }

@@ -233,6 +233,7 @@ mod tests {
                     floor: Duration::from_millis(1),
                 })
                 .collect(),
+            load: None,
         }
     }
 
