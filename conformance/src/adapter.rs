@@ -1,7 +1,7 @@
 //! The adapter protocol: a TOML file that tells the suite how to drive one
 //! runtime. This module owns its schema, its validation (errors name the key
 //! and the line), placeholder expansion and the parsing of the runtime's
-//! `state` output. It runs nothing: [`crate::driver`] does.
+//! `state` output. It runs nothing: [`crate::scene`] does.
 //!
 //! The schema is documented for runtime authors in `docs/adapter-guide.md`.
 

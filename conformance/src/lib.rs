@@ -13,7 +13,7 @@
 //! - [`report`]: JSON/JUnit/Markdown/human output and `compare`.
 //! - [`runner`]: runs cases (one world each) for `doppel run` and for the
 //!   libtest protocol nextest speaks.
-//! - [`bench`]: `doppel bench`, runtimes' state/list/recovery latency side
+//! - [`bench`](mod@bench): `doppel bench`, runtimes' state/list/recovery latency side
 //!   by side with N live boxes. Uses `scene`.
 //! - [`cli`]: the `doppel` command line, shared by the binary and the
 //!   `suite` test target.
