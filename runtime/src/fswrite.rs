@@ -269,10 +269,11 @@ pub fn check_parent_dir(path: &Path, uid: u32) -> Result<(), WriteError> {
 }
 
 /// An exclusive `flock` on a box dir, held while an operation changes the
-/// box (create, start, delete, recover marking it stopped), so two refbox
-/// invocations cannot both decide the box is stopped and each start a shim.
-/// Released on drop. Readers (`state`, `list`, recover's first look) never
-/// take it.
+/// box (create, start, delete, recover marking it stopped, cleanup-logs
+/// removing its log dir), so two refbox invocations cannot both decide the
+/// box is stopped and each start a shim. Released on drop. Readers
+/// (`state`, `list`, the first look of recover and cleanup-logs) never take
+/// it.
 #[derive(Debug)]
 pub struct DirLock {
     _fd: std::os::fd::OwnedFd,

@@ -1197,6 +1197,7 @@ impl Runtime {
     /// `refbox cleanup-logs`: remove log dirs whose owner is dead or
     /// recycled; keep live ones; leave unreadable sentinels alone. Boxes are
     /// judged on threads as in [`Self::list`]; the report is in box-id order.
+    /// A dir is removed under its box's lock, after a second look.
     pub fn cleanup_logs(&self) -> CleanupReport {
         let mut report = CleanupReport::default();
         let ids = self.box_ids(&mut report.errors);
@@ -1218,8 +1219,31 @@ impl Runtime {
         let log = self.layout.log_dir(id);
         rustix::fs::lstat(&log).ok()?;
         let path = log.join(layout::SENTINEL);
-        let checked =
-            sentinel::check(&path, self.uid).map(|(s, v)| self.confirm_keep(id, s.pid(), v));
+        let judge =
+            || sentinel::check(&path, self.uid).map(|(s, v)| self.confirm_keep(id, s.pid(), v));
+        let mut checked = judge();
+        // A log dir is removed only under the box lock, judged again there:
+        // a `start` holding the lock may have a new shim that has written a
+        // new sentinel (a shim writes it before it says ready, and `start`
+        // holds the lock until then).
+        let _lock = if matches!(checked, Ok(Verdict::Remove(_))) {
+            match self.lock_existing(id) {
+                Ok(lock) => {
+                    checked = judge();
+                    Some(lock)
+                }
+                Err(RuntimeError::NoSuchBox { .. }) => return None,
+                Err(e) => {
+                    return Some(Err(EntryError {
+                        id: Some(id.to_string()),
+                        path: log,
+                        error: chain(&e),
+                    }));
+                }
+            }
+        } else {
+            None
+        };
         let cleaned = |action, reason| CleanedLog {
             id: id.to_string(),
             action,

@@ -414,3 +414,38 @@ fn recover_reports_a_live_box_without_waiting_for_its_lock() {
     assert_eq!((b.id.as_str(), b.action), ("busy", RecoverAction::Adopted));
     rt.delete(&id, true).unwrap();
 }
+
+#[test]
+fn cleanup_logs_removes_a_log_dir_only_under_its_box_lock() {
+    use refbox::status::CleanupAction;
+    let _guard = common::Reaped::new();
+    let (_tmp, root) = common::root();
+    let rt = runtime(&root, Strategies::default());
+    let id = BoxId::new("restarting").unwrap();
+    rt.create(&opts("restarting", &["sleep", "100"])).unwrap();
+    rt.start(&id, None).unwrap();
+    rt.kill(&id, libc::SIGKILL).unwrap();
+    assert_eq!(rt.wait_stopped(&id).unwrap().status, Status::Stopped);
+    // Another invocation holds the box (a `start` whose new shim is about
+    // to write a new sentinel): the dead shim's log dir is not removed
+    // under it. Cleanup waits for the lock (10 s here, then names the box).
+    let held = refbox::fswrite::DirLock::acquire(&root.join("restarting")).unwrap();
+    let report = rt.cleanup_logs();
+    assert!(root.join("restarting/log/.sentinel").exists(), "{report:?}");
+    assert!(report.boxes.is_empty(), "{report:?}");
+    let [e] = &report.errors[..] else {
+        panic!("{report:?}")
+    };
+    assert_eq!(e.id.as_deref(), Some("restarting"));
+    assert!(e.error.contains("flock"), "{e:?}");
+    // Once the lock is free, the dead owner's dir goes.
+    drop(held);
+    let report = rt.cleanup_logs();
+    assert_eq!(
+        report.boxes.iter().map(|b| b.action).collect::<Vec<_>>(),
+        [CleanupAction::Removed],
+        "{report:?}"
+    );
+    assert!(!root.join("restarting/log").exists());
+    rt.delete(&id, true).unwrap();
+}
