@@ -290,6 +290,26 @@ pub struct CommandHelp {
     pub body: &'static str,
 }
 
+/// The arguments `run` and `create` share (help text; ends with a blank line).
+macro_rules! payload_arguments {
+    () => {
+        "\
+Arguments:
+  <ID>      Box id: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
+  <CMD>...  The payload: program and arguments
+"
+    };
+}
+
+/// The options `run` and `create` share (help text).
+macro_rules! payload_options {
+    () => {
+        "      --env-file <FILE>     Environment for the payload, KEY=VALUE lines (non-secret)
+      --secret-file <FILE>  Secret bytes handed to the payload on its stdin; they never appear in
+                            any argv or environ, nor on disk under the root"
+    };
+}
+
 /// Every command, in the order `refbox --help` lists them.
 pub const COMMANDS: &[CommandHelp] = &[
     CommandHelp {
@@ -298,16 +318,14 @@ pub const COMMANDS: &[CommandHelp] = &[
         usage: "refbox run [OPTIONS] <ID> -- <CMD>...",
         options: &["--detach", "--env-file", "--secret-file"],
         payload: true,
-        body: "\
-Arguments:
-  <ID>      Box id: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
-  <CMD>...  The payload: program and arguments
-
+        body: concat!(
+            payload_arguments!(),
+            "
 Options:
   -d, --detach              Return once the payload is started instead of waiting for it to exit
-      --env-file <FILE>     Environment for the payload, KEY=VALUE lines (non-secret)
-      --secret-file <FILE>  Secret bytes handed to the payload on its stdin; they never appear in
-                            any argv or environ, nor on disk under the root",
+",
+            payload_options!()
+        ),
     },
     CommandHelp {
         name: "create",
@@ -315,15 +333,7 @@ Options:
         usage: "refbox create [OPTIONS] <ID> -- <CMD>...",
         options: &["--env-file", "--secret-file"],
         payload: true,
-        body: "\
-Arguments:
-  <ID>      Box id: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
-  <CMD>...  The payload: program and arguments
-
-Options:
-      --env-file <FILE>     Environment for the payload, KEY=VALUE lines (non-secret)
-      --secret-file <FILE>  Secret bytes handed to the payload on its stdin; they never appear in
-                            any argv or environ, nor on disk under the root",
+        body: concat!(payload_arguments!(), "\nOptions:\n", payload_options!()),
     },
     CommandHelp {
         name: "start",
