@@ -755,6 +755,25 @@ impl Runtime {
         })
     }
 
+    /// Looks at box `id` without its lock (records are replaced atomically,
+    /// as `list` relies on); when `changes` says that look leads to a change,
+    /// takes the lock and looks again under it, so the change is decided on
+    /// what no other invocation can alter meanwhile. The lock is returned
+    /// for the caller to hold while it changes the box.
+    fn look_then_lock<T>(
+        &self,
+        id: &BoxId,
+        look: impl Fn() -> T,
+        changes: impl Fn(&T) -> bool,
+    ) -> Result<(T, Option<fswrite::DirLock>), RuntimeError> {
+        let first = look();
+        if !changes(&first) {
+            return Ok((first, None));
+        }
+        let lock = self.lock_existing(id)?;
+        Ok((look(), Some(lock)))
+    }
+
     /// Locks an existing box dir; checks it first (a symlink or foreign dir is
     /// reported like any unreadable box, a missing one as no such box).
     fn lock_existing(&self, id: &BoxId) -> Result<fswrite::DirLock, RuntimeError> {
@@ -1160,19 +1179,18 @@ impl Runtime {
     }
 
     fn recover_one(&self, id: &BoxId) -> Result<RecoveredBox, RuntimeError> {
-        // Looking needs no lock (records are replaced atomically, as `list`
-        // relies on); only a box about to be marked stopped is locked, and
-        // looked at again under the lock before it is written.
-        let mut b = self.load(id)?;
-        let _lock = if b.record.phase != Phase::Stopped
-            && matches!(b.identity, ProcessIdentity::Absent { .. })
-        {
-            let lock = self.lock_existing(id)?;
-            b = self.load(id)?;
-            Some(lock)
-        } else {
-            None
-        };
+        // Only a box about to be marked stopped is locked.
+        let (b, _lock) = self.look_then_lock(
+            id,
+            || self.load(id),
+            |b| {
+                b.as_ref().is_ok_and(|b| {
+                    b.record.phase != Phase::Stopped
+                        && matches!(b.identity, ProcessIdentity::Absent { .. })
+                })
+            },
+        )?;
+        let mut b = b?;
         let view = b.view();
         let (action, detail) = match &b.identity {
             ProcessIdentity::Verified(_) => (RecoverAction::Adopted, "verified".to_string()),
@@ -1221,17 +1239,13 @@ impl Runtime {
         let path = log.join(layout::SENTINEL);
         let judge =
             || sentinel::check(&path, self.uid).map(|(s, v)| self.confirm_keep(id, s.pid(), v));
-        let mut checked = judge();
-        // A log dir is removed only under the box lock, judged again there:
-        // a `start` holding the lock may have a new shim that has written a
-        // new sentinel (a shim writes it before it says ready, and `start`
-        // holds the lock until then).
-        let _lock = if matches!(checked, Ok(Verdict::Remove(_))) {
-            match self.lock_existing(id) {
-                Ok(lock) => {
-                    checked = judge();
-                    Some(lock)
-                }
+        // A log dir is removed only under the box lock: a `start` holding
+        // it may have a new shim that has written a new sentinel (a shim
+        // writes it before it says ready, and `start` holds the lock until
+        // then).
+        let (checked, _lock) =
+            match self.look_then_lock(id, judge, |c| matches!(c, Ok(Verdict::Remove(_)))) {
+                Ok(looked) => looked,
                 Err(RuntimeError::NoSuchBox { .. }) => return None,
                 Err(e) => {
                     return Some(Err(EntryError {
@@ -1240,10 +1254,7 @@ impl Runtime {
                         error: chain(&e),
                     }));
                 }
-            }
-        } else {
-            None
-        };
+            };
         let cleaned = |action, reason| CleanedLog {
             id: id.to_string(),
             action,
