@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use doppel_benches::{human, median, ratio};
+use doppel_conformance::bench::fit;
 use doppel_harness::{
     Capabilities, ImpostorError, ImpostorKind, Pid, Placement, Plant, RemoteError, Signal, World,
     WorldCommand, WorldError, WorldOptions,
@@ -583,26 +584,6 @@ fn bench_list_plants(c: &mut Criterion, summary: &mut Summary) {
     scene.close();
 }
 
-/// Least squares `t = a + b·n`; returns (a, b, r²).
-fn fit(points: &[(usize, Duration)]) -> (f64, f64, f64) {
-    let k = points.len() as f64;
-    let xs: Vec<f64> = points.iter().map(|p| p.0 as f64).collect();
-    let ys: Vec<f64> = points.iter().map(|p| p.1.as_secs_f64()).collect();
-    let mx = xs.iter().sum::<f64>() / k;
-    let my = ys.iter().sum::<f64>() / k;
-    let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
-    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    let b = sxy / sxx.max(f64::MIN_POSITIVE);
-    let a = my - b * mx;
-    let ss_res: f64 = xs
-        .iter()
-        .zip(&ys)
-        .map(|(x, y)| (y - a - b * x).powi(2))
-        .sum();
-    let ss_tot: f64 = ys.iter().map(|y| (y - my).powi(2)).sum();
-    (a, b, 1.0 - ss_res / ss_tot.max(f64::MIN_POSITIVE))
-}
-
 fn print_summary(s: &Summary) {
     println!("\nside by side, one run (medians, in-process calls on real shims in worlds):");
     println!(
@@ -626,7 +607,13 @@ fn print_summary(s: &Summary) {
         ("list", &s.list),
         ("cleanup", &s.cleanup),
     ] {
-        let (a, b, r2) = fit(pts);
+        let points: Vec<(f64, f64)> = pts
+            .iter()
+            .map(|(n, t)| (*n as f64, t.as_secs_f64()))
+            .collect();
+        let Some((a, b, r2)) = fit(&points) else {
+            continue;
+        };
         println!(
             "  fit {name:<8} t(N) = {} + N × {}   (r² = {r2:.4})",
             human(Duration::from_secs_f64(a.max(0.0))),
