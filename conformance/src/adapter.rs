@@ -133,15 +133,19 @@ pub enum RuntimeCapability {
     SecretsStdin,
     /// Log directories carry owner sentinels, cleaned by `cleanup`.
     LogSentinels,
+    /// The recorded process is the runtime's own per-box supervisor (a
+    /// shim), not the payload: its argv is the runtime's to choose.
+    Shim,
 }
 
 impl RuntimeCapability {
     /// Every capability.
-    pub const ALL: [RuntimeCapability; 4] = [
+    pub const ALL: [RuntimeCapability; 5] = [
         RuntimeCapability::Daemon,
         RuntimeCapability::Helper,
         RuntimeCapability::SecretsStdin,
         RuntimeCapability::LogSentinels,
+        RuntimeCapability::Shim,
     ];
 
     /// The word used in `capabilities = [...]`.
@@ -151,6 +155,7 @@ impl RuntimeCapability {
             RuntimeCapability::Helper => "helper",
             RuntimeCapability::SecretsStdin => "secrets-stdin",
             RuntimeCapability::LogSentinels => "log-sentinels",
+            RuntimeCapability::Shim => "shim",
         }
     }
 
@@ -254,6 +259,8 @@ struct RawFailpoints {
     #[serde(default)]
     start: Vec<String>,
     #[serde(default)]
+    run: Vec<String>,
+    #[serde(default)]
     kill: Vec<String>,
     #[serde(default)]
     delete: Vec<String>,
@@ -280,6 +287,8 @@ pub struct Failpoints {
     pub create: Vec<String>,
     /// Points `start` passes.
     pub start: Vec<String>,
+    /// Points `run` passes.
+    pub run: Vec<String>,
     /// Points `kill` passes.
     pub kill: Vec<String>,
     /// Points `delete --force` passes.
@@ -983,6 +992,7 @@ impl Adapter {
                     env,
                     create: f.create,
                     start: f.start,
+                    run: f.run,
                     kill: f.kill,
                     delete: f.delete,
                 })

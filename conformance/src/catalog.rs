@@ -206,8 +206,43 @@ impl<E: std::error::Error> From<E> for NotStaged {
     }
 }
 
+/// Why a case body stopped before its own judgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    /// The harness could not set the scene (or the runtime refused to:
+    /// a command the scene needs exited non-zero): not staged.
+    NotStaged(NotStaged),
+    /// The runtime said it set the scene up (its command exited 0), but
+    /// the scene is not there: no box, no record, nothing running. A case
+    /// must never pass on a scene that does not exist, and "the runtime
+    /// did nothing" is its failure, not the harness's.
+    NoScene(Failure),
+}
+
+impl Halt {
+    /// The outcome a halted case gets.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Halt::NotStaged(NotStaged(why)) => Outcome::NotStaged { why },
+            Halt::NoScene(f) => Outcome::Fail(f),
+        }
+    }
+}
+
+impl From<NotStaged> for Halt {
+    fn from(e: NotStaged) -> Self {
+        Halt::NotStaged(e)
+    }
+}
+
+impl<E: std::error::Error> From<E> for Halt {
+    fn from(e: E) -> Self {
+        Halt::NotStaged(NotStaged::from(e))
+    }
+}
+
 /// What a case body returns.
-pub type Verdict = Result<Outcome, NotStaged>;
+pub type Verdict = Result<Outcome, Halt>;
 
 /// One conformance check.
 #[derive(Debug, Clone, Copy)]
@@ -230,7 +265,8 @@ pub struct Case {
     /// state pointers).
     pub needs: &'static [AdapterNeed],
     /// Flaws proven to make this case fail: flawbox flaw names
-    /// (`FLAWBOX_FLAW`), or `naive` for the pid-file runtime in
+    /// (`FLAWBOX_FLAW`), `name@run-only` for flawbox driven as a run-only
+    /// CLI (no create, no start), or `naive` for the pid-file runtime in
     /// tests/naive. Checked by tests/world_outcomes.rs.
     pub caught_by: &'static [&'static str],
     /// The body: sets the scene in a fresh world, asks the runtime, judges.

@@ -112,7 +112,7 @@ pub fn run_case(case: &Case, subject: &Subject, machine: &Machine) -> CaseReport
                 staging = scene.staging.take();
                 match r {
                     Ok(Ok(o)) => o,
-                    Ok(Err(e)) => Outcome::NotStaged { why: e.0 },
+                    Ok(Err(halt)) => halt.outcome(),
                     Err(p) => {
                         let msg = p
                             .downcast_ref::<String>()

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::adapter::{Adapter, ObservedState, Operation, Status, Vars, record_get, record_set};
-use crate::catalog::{Case, NotStaged};
+use crate::catalog::{Case, Halt, NotStaged};
 use crate::runner::Subject;
 use crate::world::World;
 
@@ -455,6 +455,12 @@ impl<'a> Scene<'a> {
         Ok(pid)
     }
 
+    /// How a process from [`Scene::spawn_background`] ended (`None`
+    /// while it runs).
+    pub fn background_exit(&mut self, pid: i32) -> Result<Option<crate::world::Exec>, NotStaged> {
+        Ok(self.world.exit_of(pid)?)
+    }
+
     /// Forgets transcript lines beyond the first `keep` (long sweeps keep
     /// only what their evidence needs).
     pub fn truncate_transcript(&mut self, keep: usize) {
@@ -602,16 +608,195 @@ impl<'a> Scene<'a> {
     }
 
     /// [`Scene::run_box`] that must succeed (else the scene is not staged).
-    pub fn must_run_box(&mut self, id: &str, payload: &[&str]) -> Result<(), NotStaged> {
+    /// Success is only the runtime's word: prove the box with
+    /// [`Scene::prove_running`] before judging anything about it.
+    pub fn must_run_box(&mut self, id: &str, payload: &[&str]) -> Result<Run, NotStaged> {
         let r = self.run_box(id, payload)?;
         if r.success() {
-            Ok(())
+            Ok(r)
         } else {
             Err(NotStaged(format!(
                 "the runtime could not run box {id}: {}",
                 r.summary()
             )))
         }
+    }
+
+    /// Proves that box `id`, which `after` (a command that exited 0) was to
+    /// bring to one of `want`, is there: its declared records exist (box
+    /// dir, identity record, state record), the pid they record (or `state`
+    /// reports) is a live process when `want` is running, and `state`
+    /// reaches one of `want` (deadline [`STATUS_DEADLINE`]). The recorded
+    /// pid, when there is one.
+    ///
+    /// A case may judge a box only after this: a runtime whose commands
+    /// exit 0 and do nothing must fail ([`Halt::NoScene`]), never pass
+    /// because nothing it did was wrong.
+    pub fn prove_box(
+        &mut self,
+        id: &str,
+        after: &Run,
+        want: &[Status],
+    ) -> Result<Option<i32>, Halt> {
+        match self.scene_problem(id, want)? {
+            Ok(pid) => Ok(pid),
+            Err(observed) => {
+                let want = want
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                Err(self.no_scene(
+                    format!("box {id} {want} after `{}` exited 0", after.argv.join(" ")),
+                    format!("{observed}: the runtime said it did, but did not"),
+                ))
+            }
+        }
+    }
+
+    /// Proves that box `id`, which `after` (a delete that exited 0)
+    /// removed, is gone: none of its declared records is left and `state`
+    /// gives no status for it.
+    pub fn prove_gone(&mut self, id: &str, after: &Run) -> Result<(), Halt> {
+        let mut left = Vec::new();
+        for kind in [FileKind::BoxDir, FileKind::Identity, FileKind::State] {
+            if let Some(path) = self.path(kind, id) {
+                if self.exists(&path) && !left.contains(&path) {
+                    left.push(path);
+                }
+            }
+        }
+        let mut observed = Vec::new();
+        if !left.is_empty() {
+            observed.push(format!("its records are still there: {}", left.join(", ")));
+        }
+        if self.adapter.has(Operation::State) {
+            if let (run, Some(st)) = self.state(id)? {
+                if st.status.is_some() {
+                    observed.push(format!(
+                        "state still answers {:?}: {}",
+                        st.word,
+                        run.summary()
+                    ));
+                }
+            }
+        }
+        if observed.is_empty() {
+            return Ok(());
+        }
+        Err(self.no_scene(
+            format!("box {id} gone after `{}` exited 0", after.argv.join(" ")),
+            format!(
+                "{}: the runtime said it did, but did not",
+                observed.join("; ")
+            ),
+        ))
+    }
+
+    /// A [`Halt::NoScene`]: the runtime said it set up what the case needs
+    /// (`expected`) and did not (`observed`); the evidence is the
+    /// transcript and the census.
+    pub fn no_scene(&mut self, expected: String, observed: String) -> Halt {
+        let mut evidence = self.transcript();
+        if let Ok(c) = self.census() {
+            evidence.extend(c.lines());
+        }
+        Halt::NoScene(crate::catalog::Failure {
+            expected: format!("the scene the case needs: {expected}"),
+            observed,
+            evidence,
+        })
+    }
+
+    /// [`Scene::prove_box`] for a box that must be running: its live pid.
+    pub fn prove_running(&mut self, id: &str, after: &Run) -> Result<i32, Halt> {
+        match self.prove_box(id, after, &[Status::Running])? {
+            Some(pid) => Ok(pid),
+            // Not reached: running requires a recorded pid.
+            None => Err(NotStaged(format!("no recorded pid for box {id}")).into()),
+        }
+    }
+
+    /// What [`Scene::prove_box`] finds missing, if anything (`Ok(Err)`),
+    /// else the recorded pid.
+    fn scene_problem(
+        &mut self,
+        id: &str,
+        want: &[Status],
+    ) -> Result<Result<Option<i32>, String>, NotStaged> {
+        let mut seen = Vec::new();
+        for kind in [FileKind::BoxDir, FileKind::Identity, FileKind::State] {
+            let Some(path) = self.path(kind, id) else {
+                continue;
+            };
+            if seen.contains(&path) {
+                continue;
+            }
+            if !self.exists(&path) {
+                return Ok(Err(format!(
+                    "no {kind} record: {path} does not exist (or the adapter's template points elsewhere)"
+                )));
+            }
+            seen.push(path);
+        }
+        let running = want == [Status::Running];
+        let mut pid = None;
+        if let Some(rec) = self.adapter.identity.clone() {
+            let (path, text) = self.identity_text(id)?;
+            match record_get(rec.format, &text, &rec.pid).and_then(|s| s.parse::<i64>().ok()) {
+                Some(p) => pid = Some(p),
+                None if running => {
+                    return Ok(Err(format!(
+                        "the identity record {path} names no pid: {text:?}"
+                    )));
+                }
+                None => {}
+            }
+        }
+        let observable = self.adapter.has(Operation::State) && self.adapter.state.is_some();
+        if observable {
+            let deadline = Instant::now() + STATUS_DEADLINE;
+            loop {
+                let (run, st) = self.state(id)?;
+                let Some(st) = st else {
+                    return Ok(Err(format!(
+                        "state {id} gives no parseable answer: {}",
+                        run.summary()
+                    )));
+                };
+                if st.status.is_some_and(|x| want.contains(&x)) {
+                    pid = pid.or(st.pid);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Ok(Err(format!(
+                        "state {id} still says {:?} after {} s: {}",
+                        st.word,
+                        STATUS_DEADLINE.as_secs(),
+                        run.summary()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if !running {
+            return Ok(Ok(pid.and_then(|p| i32::try_from(p).ok())));
+        }
+        let Some(p) = pid else {
+            return Ok(Err(format!(
+                "nothing records box {id}'s pid (no identity record, and state reports none)"
+            )));
+        };
+        let live = i32::try_from(p)
+            .ok()
+            .filter(|p| *p > 1)
+            .filter(|p| self.census().is_ok_and(|c| c.get(*p).is_some()));
+        Ok(match live {
+            Some(p) => Ok(Some(p)),
+            None => Err(format!(
+                "box {id}'s recorded pid {p} is not a live process of the world"
+            )),
+        })
     }
 
     /// `run_secret` with `secret` in a file of the world. The census then

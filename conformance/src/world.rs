@@ -584,6 +584,30 @@ impl World {
         }
     }
 
+    /// How a process started by [`World::spawn`] ended: `None` while it
+    /// runs. Its exit is collected (asked again, it is unknown).
+    pub fn exit_of(&mut self, pid: i32) -> Result<Option<Exec>, WorldError> {
+        match self.inner.wait(Pid::new(pid)?, Duration::ZERO) {
+            Ok(e) => {
+                let (code, signal) = match e.status {
+                    ExitStatus::Exited(c) => (Some(c), None),
+                    ExitStatus::Signaled(s) => (None, Some(s.get())),
+                };
+                Ok(Some(Exec {
+                    code,
+                    signal,
+                    stdout: e.stdout.bytes,
+                    stderr: e.stderr.bytes,
+                    timed_out: false,
+                }))
+            }
+            Err(hw::WorldError::Remote(doppel_harness::RemoteError::WaitTimedOut { .. })) => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// SIGKILLs `pid` and waits (deadline) until it is gone or a zombie.
     pub fn kill_and_wait(&mut self, pid: i32) -> Result<(), WorldError> {
         let p = Pid::new(pid)?;

@@ -69,16 +69,51 @@ fn refbox_passes_every_case() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Runs the cases that claim `flaw` (see `Case::caught_by`) against the
-/// flawed runtime and requires every one of them to fail.
+/// Runtime shapes a flaw can be shown in (`flaw@shape` in `caught_by`):
+/// flawbox's adapter with operations taken out, as a CLI of that shape
+/// would have it.
+const SHAPES: [(&str, &[&str]); 1] = [
+    // A run-only CLI: no create, no start.
+    ("run-only", &["create", "start"]),
+];
+
+/// flawbox's adapter file, or its `shape` (see [`SHAPES`]) written to `dir`.
+fn flawbox_adapter(dir: &Path, shape: Option<&str>) -> Result<PathBuf, Failed> {
+    let flawbox = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/adapters/flawbox.toml");
+    let Some(shape) = shape else {
+        return Ok(flawbox);
+    };
+    let (_, drop) = SHAPES
+        .iter()
+        .find(|(name, _)| *name == shape)
+        .ok_or_else(|| format!("unknown runtime shape {shape:?}"))?;
+    let text = std::fs::read_to_string(&flawbox).map_err(|e| e.to_string())?;
+    let mut t: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    for op in *drop {
+        table(&mut t, "commands").remove(*op);
+    }
+    let p = dir.join(format!("flawbox-{shape}.toml"));
+    std::fs::write(&p, toml::to_string(&t).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+/// Runs the cases that claim `flaw` (see `Case::caught_by`; `name@shape`
+/// for flawbox in a runtime shape of [`SHAPES`]) against the flawed
+/// runtime and requires every one of them to fail.
 fn flaw_is_caught(flaw: &'static str) -> Result<(), Failed> {
     let cases: Vec<&str> = doppel_conformance::cases::ALL
         .iter()
         .filter(|c| c.caught_by.contains(&flaw))
         .map(|c| c.id)
         .collect();
+    let (name, shape) = match flaw.split_once('@') {
+        Some((n, s)) => (n, Some(s)),
+        None => (flaw, None),
+    };
     let naive = naive_dir();
-    let flawbox = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/adapters/flawbox.toml");
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let flawbox = flawbox_adapter(dir.path(), shape)?;
     let mut args: Vec<String> = if flaw == "naive" {
         vec![
             "--adapter".into(),
@@ -97,7 +132,7 @@ fn flaw_is_caught(flaw: &'static str) -> Result<(), Failed> {
         // Hangs (FIFO, 1 TiB reads) are caught at the deadline; keep it short.
         &[
             ("DOPPEL_COMMAND_DEADLINE_MS", "1000"),
-            ("FLAWBOX_FLAW", flaw),
+            ("FLAWBOX_FLAW", name),
         ],
     )?;
     let got = outcomes(&r);
@@ -138,6 +173,27 @@ fn every_case_is_paired_with_a_flaw() -> Result<(), Failed> {
         .collect();
     if !unpaired.is_empty() {
         return Err(format!("cases no flaw is shown to fail: {unpaired:?}").into());
+    }
+    // Every name a case claims is a flaw flawbox has (or the naive
+    // runtime), in a shape this test can make: a misspelt one would be
+    // caught only where worlds open, as a flawbox refusing the name.
+    let unknown: Vec<String> = doppel_conformance::cases::ALL
+        .iter()
+        .flat_map(|c| c.caught_by.iter().map(move |f| (c.id, *f)))
+        .filter(|(_, f)| {
+            let (name, shape) = match f.split_once('@') {
+                Some((n, s)) => (n, Some(s)),
+                None => (*f, None),
+            };
+            let known_name =
+                name == "naive" || doppel_fixtures::flaws::Flaw::from_name(name).is_some();
+            let known_shape = shape.is_none_or(|s| SHAPES.iter().any(|(n, _)| *n == s));
+            !(known_name && known_shape && !(name == "naive" && shape.is_some()))
+        })
+        .map(|(id, f)| format!("{id}: {f}"))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!("caught_by names no known flaw or shape: {unknown:?}").into());
     }
     if !not_run.is_empty() {
         return Err(format!("cases refbox's adapter cannot run: {not_run:?}").into());
@@ -249,6 +305,76 @@ fn undeclared_keys_are_not_applicable() -> Result<(), Failed> {
     }
 }
 
+/// refbox's adapter with every command (helper ones too) replaced by
+/// `program` with the same arguments.
+fn refbox_as(dir: &Path, name: &str, program: &[&str]) -> Result<PathBuf, Failed> {
+    let mut t: toml::Table = doppel_conformance::adapter::EMBEDDED_REFBOX
+        .parse()
+        .map_err(|e: toml::de::Error| e.to_string())?;
+    fn swap(v: &mut toml::Value, program: &[&str]) {
+        match v {
+            toml::Value::Array(a)
+                if a.first()
+                    .and_then(toml::Value::as_str)
+                    .is_some_and(|s| s.starts_with("{bindir}/")) =>
+            {
+                let rest: Vec<toml::Value> = a.drain(1..).collect();
+                a.clear();
+                a.extend(program.iter().map(|p| toml::Value::from(*p)));
+                a.extend(rest);
+            }
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| swap(v, program)),
+            _ => {}
+        }
+    }
+    t.iter_mut().for_each(|(_, v)| swap(v, program));
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, toml::to_string(&t).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+/// A runtime whose every command exits 0 and does nothing (`/bin/true`),
+/// or only prints 100 MB, passes no case and `doppel run` exits non-zero:
+/// a case passes only on a scene the runtime really made.
+fn do_nothing_runtimes_pass_nothing() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let printer = "head -c 100000000 /dev/zero | tr '\\0' x";
+    let runtimes = [
+        ("true", vec!["/bin/true"]),
+        ("printer", vec!["/bin/sh", "-c", printer, "printer"]),
+    ];
+    let mut errors = Vec::new();
+    for (name, program) in runtimes {
+        let adapter = refbox_as(dir.path(), name, &program)?;
+        let adapter = adapter.display().to_string();
+        let (r, code) = run_json(
+            &["--adapter", &adapter],
+            &[("DOPPEL_COMMAND_DEADLINE_MS", "2000")],
+        )?;
+        let passed: Vec<&str> = r
+            .cases
+            .iter()
+            .filter(|c| c.outcome.word() == "pass")
+            .map(|c| c.id.as_str())
+            .collect();
+        if !passed.is_empty() {
+            errors.push(format!("{name}: passed {passed:?}"));
+        }
+        if code == 0 {
+            errors.push(format!("{name}: doppel run exited 0"));
+        }
+        if r.summary.fail == 0 {
+            errors.push(format!("{name}: no case failed: {:?}", outcomes(&r)));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n").into())
+    }
+}
+
 /// The flaw only a helper with cgroups can show.
 const CGROUP_FLAW: &str = "helper-forgets-boxes";
 
@@ -272,6 +398,10 @@ fn main() -> std::process::ExitCode {
         Trial::test(
             "undeclared_keys_are_not_applicable",
             undeclared_keys_are_not_applicable,
+        ),
+        Trial::test(
+            "do_nothing_runtimes_pass_nothing",
+            do_nothing_runtimes_pass_nothing,
         ),
     ];
     // A helper that forgets its boxes' cgroups can only be caught where it

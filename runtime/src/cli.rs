@@ -59,9 +59,17 @@ pub fn process_main() -> i32 {
 }
 
 fn run_process(strategies: Strategies) -> u8 {
+    run_args(std::env::args_os().skip(1), strategies)
+}
+
+/// Runs refbox on `args` (the arguments after the program name) with the
+/// given strategies, as the process would; returns the exit code. A fixture
+/// runtime (e.g. flawbox) uses it to change what refbox is asked, or how
+/// it answers.
+pub fn run_args(args: impl IntoIterator<Item = std::ffi::OsString>, strategies: Strategies) -> u8 {
     // Files and dirs get their modes at creation; the umask is belt and braces.
     crate::sys::set_umask_077();
-    match crate::args::parse(std::env::args_os().skip(1)) {
+    match crate::args::parse(args) {
         Ok(Parsed::Run(cli)) => execute(cli, strategies).unwrap_or_else(|err| {
             print_error(&err);
             EXIT_ERROR

@@ -14,7 +14,7 @@
 
 /// The named points each operation passes, for crash sweeps (the suite's
 /// adapter for refbox lists the same).
-pub const POINTS: [(&str, &[&str]); 4] = [
+pub const POINTS: [(&str, &[&str]); 5] = [
     (
         "create",
         &[
@@ -29,6 +29,18 @@ pub const POINTS: [(&str, &[&str]); 4] = [
     (
         "start",
         &["write:mid-data", "write:before-rename", "start:after-state"],
+    ),
+    (
+        "run",
+        &[
+            "create:after-mkdir",
+            "write:mid-data",
+            "write:before-rename",
+            "create:after-state",
+            "create:after-spawn",
+            "create:after-ready",
+            "start:after-state",
+        ],
     ),
     ("kill", &["kill:after-verify", "kill:after-group-kill"]),
     (

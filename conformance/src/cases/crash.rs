@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::adapter::{Operation as Op, RecordFormat, Status, record_get};
-use crate::catalog::{NotStaged, Outcome, Verdict};
+use crate::catalog::{Halt, NotStaged, Outcome, Verdict};
 use crate::scene::{Census, FileKind, Scene};
 
 use super::SLEEPER;
@@ -73,29 +73,60 @@ impl Span {
     }
 }
 
-/// The operations the sweep interrupts.
+/// The operations the sweep interrupts: every one the adapter declares,
+/// whatever the runtime's shape (a run-only CLI gets `run`, `kill`,
+/// `delete` and `delete --force` swept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SweptOp {
     Create,
     Start,
+    Run,
     Kill,
+    /// `delete` of a stopped box.
     Delete,
+    /// `delete --force` of a running box.
+    DeleteForce,
 }
 
 impl SweptOp {
-    const ALL: [SweptOp; 4] = [
+    const ALL: [SweptOp; 6] = [
         SweptOp::Create,
         SweptOp::Start,
+        SweptOp::Run,
         SweptOp::Kill,
         SweptOp::Delete,
+        SweptOp::DeleteForce,
     ];
 
     fn op(self) -> Op {
         match self {
             SweptOp::Create => Op::Create,
             SweptOp::Start => Op::Start,
+            SweptOp::Run => Op::Run,
             SweptOp::Kill => Op::Kill,
-            SweptOp::Delete => Op::DeleteForce,
+            SweptOp::Delete => Op::Delete,
+            SweptOp::DeleteForce => Op::DeleteForce,
+        }
+    }
+
+    /// The operations of `adapter` the sweep interrupts. `start` needs
+    /// `create` to make the box it starts.
+    fn of(adapter: &crate::adapter::Adapter) -> Vec<SweptOp> {
+        SweptOp::ALL
+            .into_iter()
+            .filter(|op| adapter.has(op.op()))
+            .filter(|op| *op != SweptOp::Start || adapter.has(Op::Create))
+            .collect()
+    }
+
+    /// The adapter's failpoints for this operation.
+    fn failpoints(self, fp: &crate::adapter::Failpoints) -> &[String] {
+        match self {
+            SweptOp::Create => &fp.create,
+            SweptOp::Start => &fp.start,
+            SweptOp::Run => &fp.run,
+            SweptOp::Kill => &fp.kill,
+            SweptOp::Delete | SweptOp::DeleteForce => &fp.delete,
         }
     }
 }
@@ -105,8 +136,10 @@ impl fmt::Display for SweptOp {
         f.write_str(match self {
             SweptOp::Create => "create",
             SweptOp::Start => "start",
+            SweptOp::Run => "run",
             SweptOp::Kill => "kill",
             SweptOp::Delete => "delete",
+            SweptOp::DeleteForce => "delete --force",
         })
     }
 }
@@ -143,17 +176,23 @@ struct Tally {
 }
 
 pub(crate) fn runtime_killed_mid_op(s: &mut Scene<'_>) -> Verdict {
+    let ops = SweptOp::of(s.adapter());
+    if ops.is_empty() {
+        return Err(
+            NotStaged("the adapter declares no operation the sweep interrupts".into()).into(),
+        );
+    }
     // One world per operation, swept in parallel: each sweep is a few
     // hundred runtime invocations that wait on nothing but the CPU.
     let mut scenes = vec![];
-    for _ in 1..SweptOp::ALL.len() {
+    for _ in 1..ops.len() {
         scenes.push(s.sibling()?);
     }
-    let results: Vec<Result<Sweep, NotStaged>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Sweep, Halt>> = std::thread::scope(|scope| {
         let each: Vec<&mut Scene<'_>> = std::iter::once(&mut *s).chain(scenes.iter_mut()).collect();
         let handles: Vec<_> = each
             .into_iter()
-            .zip(SweptOp::ALL)
+            .zip(ops.iter().copied())
             .map(|(scene, op)| scope.spawn(move || sweep(scene, op)))
             .collect();
         handles
@@ -167,18 +206,26 @@ pub(crate) fn runtime_killed_mid_op(s: &mut Scene<'_>) -> Verdict {
     let mut tallies = Vec::new();
     let mut evidence = Vec::new();
     let mut unstaged = Vec::new();
-    for (r, op) in results.into_iter().zip(SweptOp::ALL) {
+    for (r, op) in results.into_iter().zip(ops.iter().copied()) {
         match r {
             Ok(sw) => {
                 problems.extend(sw.problems);
                 evidence.extend(sw.transcript);
                 tallies.push((sw.op, sw.tally));
             }
-            Err(e) => unstaged.push(format!("the {op} sweep was not staged: {}", e.0)),
+            Err(Halt::NotStaged(e)) => {
+                unstaged.push(format!("the {op} sweep was not staged: {}", e.0))
+            }
+            // The runtime said it made what the sweep starts from, and did
+            // not: the sweep cannot begin, and that is the runtime's failure.
+            Err(Halt::NoScene(f)) => {
+                problems.push(format!("the {op} sweep: {}: {}", f.expected, f.observed));
+                evidence.extend(f.evidence);
+            }
         }
     }
     if problems.is_empty() && !unstaged.is_empty() {
-        return Err(NotStaged(unstaged.join("; ")));
+        return Err(NotStaged(unstaged.join("; ")).into());
     }
     problems.extend(unstaged);
     s.staging = Some(summary(&tallies));
@@ -222,18 +269,22 @@ struct Sweep {
 /// The delays follow the operation's duration as it varies ([`Span`]): a
 /// delay the operation outlived shrinks the span, and every
 /// [`RECALIBRATE_EVERY`] delays an uninterrupted run measures it again.
-fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
+fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, Halt> {
     let mut t = Tally::default();
     let mut problems = Vec::new();
-    let tag = op.to_string().chars().next().unwrap_or('x');
+    let tag = op.tag();
     // Calibrate: how long the uninterrupted operation takes here.
     // Watch its records meanwhile: one written in place (not replaced by a
     // rename) is half-written while the write lasts, and a crash then
     // leaves it so, however narrow the window the delays have to hit.
     let cal = format!("{tag}cal");
-    setup(s, op, &cal)?.map_err(NotStaged)?;
+    match setup(s, op, &cal)? {
+        Ok(()) => {}
+        Err(Setup::Refused(why)) => return Err(NotStaged(why).into()),
+        Err(Setup::NoBox(halt)) => return Err(halt),
+    }
     let watch = match s.path(FileKind::BoxDir, &cal) {
-        Some(dir) if op != SweptOp::Create && s.exists(&dir) => Some(s.watch_writes(&dir)?),
+        Some(dir) if !op.makes_the_box() && s.exists(&dir) => Some(s.watch_writes(&dir)?),
         _ => None,
     };
     let (run, end) = crash(s, op, &cal, None)?;
@@ -241,16 +292,17 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
         // A runtime that cannot create a box at all cannot be swept (as
         // every case that needs a box is not staged); any other operation
         // failing on the box it was just given is the runtime's failure.
-        if op == SweptOp::Create {
-            return Err(NotStaged(format!(
-                "uninterrupted {op} failed: {}",
-                run.summary()
-            )));
+        if op.makes_the_box() {
+            return Err(NotStaged(format!("uninterrupted {op} failed: {}", run.summary())).into());
         }
         problems.push(format!(
             "uninterrupted {op} (not killed) failed: {}",
             run.summary()
         ));
+    } else {
+        // The uninterrupted operation must have done its job: a sweep of
+        // an operation that does nothing finds nothing to interrupt.
+        effect(s, op, &cal, &run)?;
     }
     if let Some(w) = watch {
         let records = record_names(s, &cal);
@@ -267,16 +319,12 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
     let clean = s.transcript_len();
     let mut span = Span::new(end.elapsed_us);
     let failpoints: Vec<At> = match &s.adapter().failpoints {
-        Some(fp) => match op {
-            SweptOp::Create => &fp.create,
-            SweptOp::Start => &fp.start,
-            SweptOp::Kill => &fp.kill,
-            SweptOp::Delete => &fp.delete,
-        }
-        .iter()
-        .cloned()
-        .map(At::Failpoint)
-        .collect(),
+        Some(fp) => op
+            .failpoints(fp)
+            .iter()
+            .cloned()
+            .map(At::Failpoint)
+            .collect(),
         None => Vec::new(),
     };
     let mut failpoints = failpoints.into_iter();
@@ -311,6 +359,7 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
         // The runtime set this box up before the first crash; failing to
         // now is what the earlier crashes did to it.
         if let Err(why) = setup(s, op, &id)? {
+            let why = why.to_string();
             problems.push(format!(
                 "{op} at {at}: after the earlier crashes the runtime could not set up box {id} (sweep stopped): {why}"
             ));
@@ -336,7 +385,7 @@ fn sweep(s: &mut Scene<'_>, op: SweptOp) -> Result<Sweep, NotStaged> {
                 t.failpoints += 1;
                 let env = s.adapter().failpoints.as_ref().map(|f| f.env.clone());
                 let env = [(env.unwrap_or_default(), name.clone())];
-                let sig = (op == SweptOp::Kill).then_some("KILL");
+                let sig = op.signal();
                 let r = s.op_env(op.op(), &id, SLEEPER, sig, &env)?;
                 r.signal == Some(9)
             }
@@ -392,25 +441,108 @@ fn summary(tallies: &[(SweptOp, Tally)]) -> String {
         .join("; ")
 }
 
-/// Brings box `id` to the state the operation starts from. `Ok(Err(why))`
-/// when the runtime refused (for the caller to judge).
-fn setup(s: &mut Scene<'_>, op: SweptOp, id: &str) -> Result<Result<(), String>, NotStaged> {
-    let r = match op {
-        SweptOp::Create => return Ok(Ok(())),
-        SweptOp::Start => s.op(Op::Create, Some(id), SLEEPER)?,
-        // `run` (or create + start) returns once the payload runs.
-        SweptOp::Kill | SweptOp::Delete => s.run_box(id, SLEEPER)?,
+/// Why a box could not be brought to where an operation starts from.
+#[derive(Debug)]
+enum Setup {
+    /// The runtime refused (a command exited non-zero).
+    Refused(String),
+    /// The runtime said it did (exit 0), but the box is not there.
+    NoBox(Halt),
+}
+
+impl fmt::Display for Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Setup::Refused(why) => f.write_str(why),
+            Setup::NoBox(Halt::NoScene(fail)) => write!(f, "{}: {}", fail.expected, fail.observed),
+            Setup::NoBox(Halt::NotStaged(why)) => f.write_str(&why.0),
+        }
+    }
+}
+
+impl SweptOp {
+    /// The letter a sweep's box ids start with.
+    fn tag(self) -> char {
+        match self {
+            SweptOp::Create => 'c',
+            SweptOp::Start => 's',
+            SweptOp::Run => 'r',
+            SweptOp::Kill => 'k',
+            SweptOp::Delete => 'd',
+            SweptOp::DeleteForce => 'f',
+        }
+    }
+
+    /// Whether the operation makes the box (there is none before it).
+    fn makes_the_box(self) -> bool {
+        matches!(self, SweptOp::Create | SweptOp::Run)
+    }
+
+    /// The `{signal}` of a swept `kill`.
+    fn signal(self) -> Option<&'static str> {
+        (self == SweptOp::Kill).then_some("KILL")
+    }
+}
+
+/// Brings box `id` to the state the operation starts from, proven there.
+fn setup(s: &mut Scene<'_>, op: SweptOp, id: &str) -> Result<Result<(), Setup>, NotStaged> {
+    let proven = |s: &mut Scene<'_>, r: &crate::scene::Run, want: &[Status]| match s
+        .prove_box(id, r, want)
+    {
+        Ok(_) => Ok(Ok(())),
+        Err(Halt::NotStaged(e)) => Err(e),
+        Err(halt) => Ok(Err(Setup::NoBox(halt))),
     };
-    Ok(if r.success() {
-        Ok(())
-    } else {
-        let what = if op == SweptOp::Start {
-            "create"
-        } else {
-            "run"
-        };
-        Err(format!("{what} {id} failed: {}", r.summary()))
-    })
+    let refused = |what: &str, r: &crate::scene::Run| {
+        Ok(Err(Setup::Refused(format!(
+            "{what} {id} failed: {}",
+            r.summary()
+        ))))
+    };
+    match op {
+        SweptOp::Create | SweptOp::Run => Ok(Ok(())),
+        SweptOp::Start => {
+            let r = s.op(Op::Create, Some(id), SLEEPER)?;
+            if !r.success() {
+                return refused("create", &r);
+            }
+            proven(s, &r, &[Status::Created])
+        }
+        // `run` (or create + start) returns once the payload runs.
+        SweptOp::Kill | SweptOp::DeleteForce => {
+            let r = s.run_box(id, SLEEPER)?;
+            if !r.success() {
+                return refused("run", &r);
+            }
+            proven(s, &r, &[Status::Running])
+        }
+        // A plain delete is for a box that has stopped.
+        SweptOp::Delete => {
+            let r = s.run_box(id, SLEEPER)?;
+            if !r.success() {
+                return refused("run", &r);
+            }
+            if let Err(e) = proven(s, &r, &[Status::Running])? {
+                return Ok(Err(e));
+            }
+            let k = s.kill(id, "KILL")?;
+            if !k.success() {
+                return refused("kill KILL", &k);
+            }
+            proven(s, &k, &[Status::Stopped])
+        }
+    }
+}
+
+/// What an uninterrupted operation must have done, proven: a sweep over an
+/// operation that does nothing would find nothing to interrupt.
+fn effect(s: &mut Scene<'_>, op: SweptOp, id: &str, run: &crate::scene::Run) -> Result<(), Halt> {
+    match op {
+        SweptOp::Create => s.prove_box(id, run, &[Status::Created]).map(drop),
+        SweptOp::Start | SweptOp::Run => s.prove_running(id, run).map(drop),
+        SweptOp::Kill => s.prove_box(id, run, &[Status::Stopped]).map(drop),
+        SweptOp::Delete | SweptOp::DeleteForce => s.prove_gone(id, run),
+    }
 }
 
 fn crash(
@@ -419,8 +551,7 @@ fn crash(
     id: &str,
     delay_us: Option<u64>,
 ) -> Result<(crate::scene::Run, crate::world::CrashEnd), NotStaged> {
-    let sig = (op == SweptOp::Kill).then_some("KILL");
-    s.op_crash(op.op(), id, SLEEPER, sig, delay_us)
+    s.op_crash(op.op(), id, SLEEPER, op.signal(), delay_us)
 }
 
 /// `delete --force` a calibration box; it must leave nothing. Returns

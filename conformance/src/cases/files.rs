@@ -4,12 +4,12 @@
 
 use super::{hung, judge, live_box, state_problem};
 use crate::adapter::{Operation, Status};
-use crate::catalog::{NotStaged, Verdict};
+use crate::catalog::{Halt, NotStaged, Verdict};
 use crate::scene::{FileKind, Plant, Scene};
 
 /// Plants `plant` as `id`'s state record (replacing the real one), with a
 /// healthy box beside it, then asks state/list/recover. Returns problems.
-fn planted_record(s: &mut Scene<'_>, id: &str, plant: Plant) -> Result<Vec<String>, NotStaged> {
+fn planted_record(s: &mut Scene<'_>, id: &str, plant: Plant) -> Result<Vec<String>, Halt> {
     live_box(s, "healthy")?;
     live_box(s, id)?;
     let path = s.declared_path(FileKind::State, id)?;
@@ -191,9 +191,9 @@ pub(crate) fn symlink_record(s: &mut Scene<'_>) -> Verdict {
         }
     }
     if outside.is_empty() {
-        return Err(NotStaged(
-            "adapter declares neither files.state nor identity.file".into(),
-        ));
+        return Err(
+            NotStaged("adapter declares neither files.state nor identity.file".into()).into(),
+        );
     }
     for (path, fp) in outside {
         if s.fingerprint(&path)? != fp {
@@ -397,7 +397,7 @@ pub(crate) fn private_dirs(s: &mut Scene<'_>) -> Verdict {
                 staging.push(format!("no {why} parent: {}", e.0));
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let run = s.run_box_in_root(&root, &format!("exposed-{name}"), super::SLEEPER)?;
         if run.success() {

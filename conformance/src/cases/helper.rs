@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::time::{Duration, Instant};
 
 use crate::adapter::{Status, Vars};
-use crate::catalog::{NotStaged, Verdict};
+use crate::catalog::{Halt, NotStaged, Verdict};
 use crate::scene::{ImpostorKind, Run, Scene};
 
 use super::{SLEEPER, impostor_problem, judge};
@@ -25,7 +25,7 @@ struct Helper {
 
 /// Starts the adapter's helper (cgroup mode when this machine can, else
 /// the fallback) and waits until its socket (a new one) exists.
-fn start_helper(s: &mut Scene<'_>) -> Result<Helper, NotStaged> {
+fn start_helper(s: &mut Scene<'_>) -> Result<Helper, Halt> {
     let h =
         s.adapter().helper.as_ref().ok_or_else(|| {
             NotStaged("adapter declares capability `helper` but no [helper]".into())
@@ -43,7 +43,8 @@ fn start_helper(s: &mut Scene<'_>) -> Result<Helper, NotStaged> {
             None => {
                 return Err(NotStaged(format!(
                     "no writable cgroup2 ({why}) and the adapter declares no helper.serve_fallback"
-                )));
+                ))
+                .into());
             }
         },
     };
@@ -67,12 +68,33 @@ fn start_helper(s: &mut Scene<'_>) -> Result<Helper, NotStaged> {
             Ok(m) if m.file_type().is_socket() && Some(m.ino()) != old => break,
             _ => {}
         }
-        if Instant::now() >= deadline || s.census()?.get(pid).is_none() {
+        // Gone: exit 0 is a server that says it served and did not, the
+        // runtime's failure; anything else is a helper that could not
+        // start here (not staged).
+        if let Some(end) = s.background_exit(pid)? {
+            let (code, stderr) = (end.code, String::from_utf8_lossy(&end.stderr));
+            let how = match (end.code, end.signal) {
+                (Some(c), _) => format!("exited {c}"),
+                (_, Some(sig)) => format!("was killed by signal {sig}"),
+                _ => "ended".to_string(),
+            };
+            let what = format!(
+                "the helper (`{}`, pid {pid}) {how} without creating its socket {socket}; stderr {:?}",
+                argv.join(" "),
+                stderr.trim()
+            );
+            if code == Some(0) {
+                return Err(s.no_scene(format!("the helper serving on {socket}"), what));
+            }
+            return Err(NotStaged(what).into());
+        }
+        if Instant::now() >= deadline {
             return Err(NotStaged(format!(
                 "the helper (`{}`, pid {pid}) did not create its socket {socket} within {} s",
                 argv.join(" "),
                 SOCKET_DEADLINE.as_secs()
-            )));
+            ))
+            .into());
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -110,16 +132,16 @@ fn helper_cmd(
 }
 
 /// A box run through the helper; returns its recorded pid.
-fn helper_box(s: &mut Scene<'_>, h: &Helper, id: &str) -> Result<i32, NotStaged> {
+fn helper_box(s: &mut Scene<'_>, h: &Helper, id: &str) -> Result<i32, Halt> {
     let r = helper_cmd(s, h, |c| &c.run, id, None, None)?;
     if !r.success() {
         return Err(NotStaged(format!(
             "the runtime could not run box {id} through its helper: {}",
             r.summary()
-        )));
+        ))
+        .into());
     }
-    s.wait_status(id, &[Status::Running])?;
-    s.recorded_pid(id)
+    s.prove_running(id, &r)
 }
 
 fn signal(s: &mut Scene<'_>, h: &Helper, id: &str, pid: i32, sig: &str) -> Result<Run, NotStaged> {

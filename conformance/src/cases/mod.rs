@@ -5,7 +5,7 @@
 
 use crate::adapter::{Operation as Op, RuntimeCapability as Cap, Status};
 use crate::catalog::{
-    AdapterNeed as N, Case, Level, MachineNeed as M, NotStaged, Outcome, Verdict,
+    AdapterNeed as N, Case, Halt, Level, MachineNeed as M, NotStaged, Outcome, Verdict,
 };
 use crate::scene::{Impostor, ImpostorKind, Run, Scene};
 
@@ -31,7 +31,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State],
         caps: &[],
-        caught_by: &["kill0-liveness", "naive"],
+        caught_by: &["kill0-liveness", "naive", "do-nothing"],
         run: identity::recycled_pid_not_alive,
     },
     Case {
@@ -43,7 +43,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::IdentityStartTime],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
-        caught_by: &["start-time-only", "kill0-liveness"],
+        caught_by: &["start-time-only", "kill0-liveness", "do-nothing"],
         run: identity::same_tick_impostor,
     },
     Case {
@@ -55,7 +55,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
-        caught_by: &["kill0-liveness", "substring-id", "naive"],
+        caught_by: &["kill0-liveness", "substring-id", "naive", "do-nothing"],
         run: identity::same_exe_impostor,
     },
     Case {
@@ -67,19 +67,24 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::Kill, Op::DeleteForce],
         caps: &[],
-        caught_by: &["kill0-liveness", "naive"],
+        caught_by: &["kill0-liveness", "naive", "do-nothing"],
         run: stop::never_signals_foreign,
     },
     Case {
         id: "stop::never_spawns",
         level: Level::Must,
-        scene: "boxes in created and stopped state",
-        holds: "kill starts no process that outlives it",
+        scene: "boxes that are not running: created (where the runtime has create), stopped (payload done), killed (payload ended by kill KILL)",
+        holds: "kill starts no process and does not start or restart the box",
         machine: &[M::World],
-        needs: &[],
-        ops: &[Op::Create, Op::Run, Op::State, Op::Kill],
+        needs: &[N::RecordedPid],
+        ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
-        caught_by: &["stop-spawns"],
+        caught_by: &[
+            "stop-spawns",
+            "respawn-on-kill",
+            "respawn-on-kill@run-only",
+            "do-nothing",
+        ],
         run: stop::never_spawns,
     },
     Case {
@@ -91,8 +96,20 @@ pub static ALL: &[Case] = &[
         needs: &[N::IdentityRecord],
         ops: &[Op::Run, Op::Kill],
         caps: &[],
-        caught_by: &["naive"],
+        caught_by: &["naive", "do-nothing"],
         run: stop::signal_targets_sane,
+    },
+    Case {
+        id: "stop::signal_delivered",
+        level: Level::Must,
+        scene: "a live box whose payload handles TERM and USR1, marking each signal it receives",
+        holds: "kill TERM and kill USR1 each deliver exactly that signal, once, to the box's process, and exit 0; the box keeps running",
+        machine: &[M::World],
+        needs: &[N::RecordedPid],
+        ops: &[Op::Run, Op::Kill],
+        caps: &[],
+        caught_by: &["wrong-signal", "do-nothing"],
+        run: stop::signal_delivered,
     },
     Case {
         id: "recovery::adopts_live_box",
@@ -103,7 +120,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
-        caught_by: &["trusts-nothing"],
+        caught_by: &["trusts-nothing", "do-nothing"],
         run: recovery::adopts_live_box,
     },
     Case {
@@ -115,7 +132,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::LegacyRecord, N::BoxDir],
         ops: &[Op::Run, Op::State, Op::Recover],
         caps: &[],
-        caught_by: &["kill0-liveness", "start-time-only", "naive"],
+        caught_by: &["kill0-liveness", "start-time-only", "naive", "do-nothing"],
         run: recovery::unverifiable_not_orphaned,
     },
     Case {
@@ -127,7 +144,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::LegacyRecord],
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
-        caught_by: &["kill0-liveness", "naive"],
+        caught_by: &["kill0-liveness", "naive", "do-nothing"],
         run: recovery::legacy_record_read,
     },
     Case {
@@ -139,7 +156,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::ExitEvidence],
         ops: &[Op::Run, Op::Start, Op::State],
         caps: &[],
-        caught_by: &["drops-crash-evidence"],
+        caught_by: &["drops-crash-evidence", "do-nothing"],
         run: recovery::crash_evidence_kept,
     },
     Case {
@@ -151,7 +168,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::IdentityBootId],
         ops: &[Op::Run, Op::State, Op::Kill, Op::Recover],
         caps: &[],
-        caught_by: &["kill0-liveness", "start-time-only"],
+        caught_by: &["kill0-liveness", "start-time-only", "do-nothing"],
         run: recovery::reboot_detected,
     },
     Case {
@@ -163,19 +180,19 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
-        caught_by: &["substring-id", "naive"],
+        caught_by: &["substring-id", "naive", "do-nothing"],
         run: ids::prefix_collision,
     },
     Case {
         id: "ids::argv_exact",
         level: Level::Must,
-        scene: "a live box; its recorded process's argv read from /proc",
+        scene: "a live box of a runtime whose recorded process is its own shim; the shim's argv read from /proc",
         holds: "the box id is an exact argv element",
         machine: &[M::World],
         needs: &[N::RecordedPid],
         ops: &[Op::Run],
-        caps: &[],
-        caught_by: &["naive"],
+        caps: &[Cap::Shim],
+        caught_by: &["records-payload-pid", "do-nothing"],
         run: ids::argv_exact,
     },
     Case {
@@ -187,7 +204,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
-        caught_by: &["uncapped-read", "naive"],
+        caught_by: &["uncapped-read", "naive", "do-nothing"],
         run: files::oversized_record,
     },
     Case {
@@ -199,7 +216,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
-        caught_by: &["uncapped-read", "naive"],
+        caught_by: &["uncapped-read", "naive", "do-nothing"],
         run: files::fifo_record,
     },
     Case {
@@ -211,7 +228,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateOrIdentityFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover, Op::DeleteForce],
         caps: &[],
-        caught_by: &["naive", "follows-symlinks"],
+        caught_by: &["naive", "follows-symlinks", "do-nothing"],
         run: files::symlink_record,
     },
     Case {
@@ -223,7 +240,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State],
         caps: &[],
-        caught_by: &["naive"],
+        caught_by: &["naive", "do-nothing"],
         run: files::garbage_record,
     },
     Case {
@@ -235,7 +252,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::List, Op::Recover],
         caps: &[],
-        caught_by: &["uncapped-read", "naive"],
+        caught_by: &["uncapped-read", "naive", "do-nothing"],
         run: files::bad_record_isolated,
     },
     Case {
@@ -247,7 +264,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::BoxDir, N::RecordedPid],
         ops: &[Op::Run],
         caps: &[],
-        caught_by: &["open-modes", "chmod-after-create", "naive"],
+        caught_by: &["open-modes", "chmod-after-create", "naive", "do-nothing"],
         run: files::private_dirs,
     },
     Case {
@@ -259,19 +276,31 @@ pub static ALL: &[Case] = &[
         needs: &[N::Sentinel, N::RecordedPid],
         ops: &[Op::Run, Op::Cleanup],
         caps: &[Cap::LogSentinels],
-        caught_by: &["naive"],
+        caught_by: &["naive", "do-nothing"],
         run: sentinels::stale_log_cleanup,
+    },
+    Case {
+        id: "errors::unrunnable_payload_fails",
+        level: Level::Must,
+        scene: "3 boxes run with a payload that does not exist",
+        holds: "each run fails (non-zero exit); no such box reports running",
+        machine: &[M::World],
+        needs: &[],
+        ops: &[Op::Run],
+        caps: &[],
+        caught_by: &["hides-run-failure", "do-nothing"],
+        run: stop::unrunnable_payload_fails,
     },
     Case {
         id: "zombies::none_after_failures",
         level: Level::Must,
         scene: "8 box creations whose payload cannot start, 8 whose payload exits at once",
-        holds: "the creations of a payload that cannot start fail; no zombie left in the world",
+        holds: "no zombie left in the world",
         machine: &[M::World],
         needs: &[],
         ops: &[Op::Run],
         caps: &[],
-        caught_by: &["zombie-leak"],
+        caught_by: &["zombie-leak", "do-nothing"],
         run: zombies::none_after_failures,
     },
     Case {
@@ -283,19 +312,19 @@ pub static ALL: &[Case] = &[
         needs: &[],
         ops: &[],
         caps: &[Cap::Daemon],
-        caught_by: &["waitpid-any"],
+        caught_by: &["waitpid-any", "do-nothing"],
         run: zombies::reaper_scoped,
     },
     Case {
         id: "crash::runtime_killed_mid_op",
         level: Level::Must,
-        scene: "runtime CLI SIGKILLed mid-way at 50 swept delays per operation (create, start, kill, delete --force; delays it outlives do not count), and at each failpoint the adapter declares",
+        scene: "runtime CLI SIGKILLed mid-way at 50 swept delays per operation (every one the adapter has of create, start, run, kill, delete of a stopped box, delete --force of a running one; delays it outlives do not count), and at each failpoint the adapter declares; each operation first shown to do its job uninterrupted",
         holds: "after each crash: no orphan process, every record readable (old or new, never half-written), state says something true, delete --force leaves no process, box dir or cgroup; no record is rewritten in place",
         machine: &[M::World],
         needs: &[],
-        ops: &[Op::Create, Op::Start, Op::State, Op::Kill, Op::DeleteForce],
+        ops: &[Op::State, Op::DeleteForce],
         caps: &[],
-        caught_by: &["in-place-writes"],
+        caught_by: &["in-place-writes", "in-place-writes@run-only", "do-nothing"],
         run: crash::runtime_killed_mid_op,
     },
     Case {
@@ -307,7 +336,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &["helper-forgets-boxes"],
+        caught_by: &["helper-forgets-boxes", "do-nothing"],
         run: helper::helper_killed,
     },
     Case {
@@ -319,7 +348,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &["helper-any-signal"],
+        caught_by: &["helper-any-signal", "do-nothing"],
         run: helper::signal_allowlist,
     },
     Case {
@@ -331,7 +360,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &["helper-cmdline-auth"],
+        caught_by: &["helper-cmdline-auth", "do-nothing"],
         run: helper::cgroup_authorization,
     },
     Case {
@@ -343,7 +372,7 @@ pub static ALL: &[Case] = &[
         needs: &[],
         ops: &[Op::RunSecret],
         caps: &[Cap::SecretsStdin],
-        caught_by: &["secrets-in-argv"],
+        caught_by: &["secrets-in-argv", "do-nothing"],
         run: secrets::not_in_proc,
     },
 ];
@@ -351,10 +380,11 @@ pub static ALL: &[Case] = &[
 /// The payload of a long-lived box.
 pub(crate) const SLEEPER: &[&str] = &["/bin/sleep", "1000"];
 
-/// Starts a box that keeps running and returns its recorded pid.
-pub(crate) fn live_box(s: &mut Scene<'_>, id: &str) -> Result<i32, NotStaged> {
-    s.must_run_box(id, SLEEPER)?;
-    s.recorded_pid(id)
+/// Starts a box that keeps running and returns its recorded pid, once the
+/// box is proven to be there ([`Scene::prove_running`]).
+pub(crate) fn live_box(s: &mut Scene<'_>, id: &str) -> Result<i32, Halt> {
+    let run = s.must_run_box(id, SLEEPER)?;
+    s.prove_running(id, &run)
 }
 
 /// `Some(problem)` when the impostor was signalled or is gone.

@@ -115,11 +115,12 @@ pub(crate) fn crash_evidence_kept(s: &mut Scene<'_>) -> Verdict {
         // Not reached: the case needs AdapterNeed::ExitEvidence.
         return Err(NotStaged(
             "adapter declares neither files.exit + files.exit_previous nor state.exit_code + state.previous_exit_code".into(),
-        ));
+        ).into());
     }
     const EXPECTED: &str =
         "exit status reported, and the previous exit kept when the box runs again";
-    s.must_run_box("crashy", &["/bin/sh", "-c", "exit 7"])?;
+    let run = s.must_run_box("crashy", &["/bin/sh", "-c", "exit 7"])?;
+    s.prove_box("crashy", &run, &[Status::Running, Status::Stopped])?;
     let mut problems = Vec::new();
     // The payload exits at once: a box that never reports stopped is the
     // runtime's failure, not a scene the harness could not set.

@@ -20,10 +20,7 @@ pub(crate) fn not_in_proc(s: &mut Scene<'_>) -> Verdict {
         format!("cat > {received}.tmp && mv {received}.tmp {received}; exec /bin/sleep 1000");
     let run = s.run_secret("secretive", secret.as_bytes(), &["/bin/sh", "-c", &script])?;
     if !run.success() {
-        return Err(NotStaged(format!(
-            "run with a secret failed: {}",
-            run.summary()
-        )));
+        return Err(NotStaged(format!("run with a secret failed: {}", run.summary())).into());
     }
     let mut problems = Vec::new();
     let deadline = Instant::now() + RECEIVED_DEADLINE;

@@ -21,16 +21,44 @@ pub(crate) fn never_signals_foreign(s: &mut Scene<'_>) -> Verdict {
 }
 
 pub(crate) fn never_spawns(s: &mut Scene<'_>) -> Verdict {
-    // A created box (payload not started) and a stopped one (payload done).
-    let created = s.op(Operation::Create, Some("created"), SLEEPER)?;
-    if !created.success() {
-        return Err(NotStaged(format!("create failed: {}", created.summary())));
+    // Boxes that are not running, in every way this runtime can make one:
+    // created (payload not started) when it has `create`; stopped (payload
+    // done); killed (payload ended by `kill KILL`). A run-only CLI gets the
+    // last two, so a `kill` that restarts a stopped box is caught there too.
+    let mut boxes = Vec::new();
+    if s.adapter().has(Operation::Create) {
+        let created = s.op(Operation::Create, Some("created"), SLEEPER)?;
+        if !created.success() {
+            return Err(NotStaged(format!("create failed: {}", created.summary())).into());
+        }
+        s.prove_box("created", &created, &[Status::Created])?;
+        boxes.push(("created", Status::Created));
     }
-    s.must_run_box("stopped", &["/bin/true"])?;
-    s.wait_status("stopped", &[Status::Stopped])?;
+    let run = s.must_run_box("stopped", &["/bin/true"])?;
+    s.prove_box("stopped", &run, &[Status::Stopped])?;
+    boxes.push(("stopped", Status::Stopped));
+    live_box(s, "killed")?;
+    let k = s.kill("killed", "KILL")?;
+    if !k.success() {
+        return Err(NotStaged(format!(
+            "kill KILL of a running box failed: {}",
+            k.summary()
+        ))
+        .into());
+    }
+    s.prove_box("killed", &k, &[Status::Stopped])?;
+    boxes.push(("killed", Status::Stopped));
+    s.staging = Some(format!(
+        "boxes not running: {}",
+        boxes
+            .iter()
+            .map(|(id, st)| format!("{id} ({st})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 
     let mut problems = Vec::new();
-    for id in ["created", "stopped"] {
+    for (id, was) in boxes {
         let before = s.census()?;
         let orphans_before = before.orphans.len();
         let run = s.kill(id, "TERM")?;
@@ -61,14 +89,14 @@ pub(crate) fn never_spawns(s: &mut Scene<'_>) -> Verdict {
                 reaped.join(", ")
             ));
         }
-    }
-    // The created box must still be created: kill did not start it.
-    if let (_, Some(st)) = s.state("created")? {
-        if st.status == Some(Status::Running) {
-            let pid = super::reported_pid(s, st.pid, None)?;
-            problems.push(format!(
-                "kill on the created box started its payload: state says running{pid}"
-            ));
+        // Still what it was: kill did not start (or restart) it.
+        if let (_, Some(st)) = s.state(id)? {
+            if st.status == Some(Status::Running) {
+                let pid = super::reported_pid(s, st.pid, None)?;
+                problems.push(format!(
+                    "kill on the {id} box ({was}) started its payload: state says running{pid}"
+                ));
+            }
         }
     }
     judge(
@@ -133,6 +161,178 @@ pub(crate) fn signal_targets_sane(s: &mut Scene<'_>) -> Verdict {
     problems.extend(impostor_problem(s, &bystander)?);
     judge(
         "a garbage recorded pid is never signalled: every process of the world survives, init receives no signal, and kill answers clearly",
+        problems,
+        s,
+    )
+}
+
+/// A payload that handles signals marks each one it receives by starting
+/// `sleep MARK+N` (N the signal's number; `sleep MARK` once its handlers
+/// are set), each marker ignoring every signal a kill of the whole box
+/// group could send, so the census counts deliveries.
+const MARK: u32 = 3_100_000;
+
+/// The signals `signal_delivered` asks for, with their numbers (the same on
+/// every Linux architecture the suite runs on).
+const CATCHABLE: [(&str, u32); 2] = [("TERM", 15), ("USR1", 10)];
+
+/// The signal-marking payload (POSIX sh: runs under dash and busybox ash).
+fn marking_payload() -> String {
+    let traps: String = [
+        ("TERM", 15),
+        ("USR1", 10),
+        ("USR2", 12),
+        ("HUP", 1),
+        ("INT", 2),
+    ]
+    .iter()
+    .map(|(name, n)| format!("trap 'mark {}' {name}; ", MARK + n))
+    .collect();
+    format!(
+        "mark() {{ ( trap '' TERM USR1 USR2 HUP INT QUIT; exec /bin/sleep \"$1\" ) & }}; \
+         {traps}mark {MARK}; while :; do /bin/sleep 1000 & wait; done"
+    )
+}
+
+/// How many markers of each kind (`N` of `sleep MARK+N`) run in the world.
+fn markers(s: &mut Scene<'_>) -> Result<std::collections::BTreeMap<u32, usize>, NotStaged> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in s.census()?.procs.iter().filter(|p| p.state != 'Z') {
+        let [argv0, secs] = p.cmdline.as_slice() else {
+            continue;
+        };
+        if !argv0.ends_with("sleep") {
+            continue;
+        }
+        if let Some(n) = secs.parse::<u32>().ok().and_then(|v| v.checked_sub(MARK)) {
+            if n < 65 {
+                *out.entry(n).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How long a delivered signal may take to show as a marker.
+const MARK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Polls the markers until `done` holds (deadline [`MARK_DEADLINE`]); the
+/// last count either way.
+fn await_markers(
+    s: &mut Scene<'_>,
+    done: impl Fn(&std::collections::BTreeMap<u32, usize>) -> bool,
+) -> Result<(bool, std::collections::BTreeMap<u32, usize>), NotStaged> {
+    let deadline = std::time::Instant::now() + MARK_DEADLINE;
+    loop {
+        let m = markers(s)?;
+        if done(&m) {
+            return Ok((true, m));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok((false, m));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+pub(crate) fn signal_delivered(s: &mut Scene<'_>) -> Verdict {
+    let script = marking_payload();
+    let run = s.must_run_box("sig", &["/bin/sh", "-c", &script])?;
+    s.prove_running("sig", &run)?;
+    let (ready, _) = await_markers(s, |m| m.contains_key(&0))?;
+    if !ready {
+        return Err(NotStaged(format!(
+            "the payload never set its signal handlers (no `sleep {MARK}` within {} s)",
+            MARK_DEADLINE.as_secs()
+        ))
+        .into());
+    }
+    let mut problems = Vec::new();
+    for (name, n) in CATCHABLE {
+        let k = s.kill("sig", name)?;
+        if !k.success() {
+            problems.push(format!("kill sig {name} reported failure: {}", k.summary()));
+        }
+        let (got, m) = await_markers(s, |m| m.contains_key(&n))?;
+        if !got {
+            let other: Vec<String> = m
+                .keys()
+                .filter(|k| **k != 0)
+                .map(|k| format!("signal {k}"))
+                .collect();
+            problems.push(format!(
+                "the box's process did not receive SIG{name} within {} s of `kill sig {name}`{}",
+                MARK_DEADLINE.as_secs(),
+                if other.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it received {})", other.join(", "))
+                }
+            ));
+            // A box that ended cannot receive the next signal.
+            if super::state_problem(s, "sig", &[Status::Running])?.is_some() {
+                break;
+            }
+        }
+    }
+    // Every signal asked for, once; nothing else.
+    let m = markers(s)?;
+    for (n, count) in &m {
+        let name = CATCHABLE
+            .iter()
+            .find(|(_, k)| k == n)
+            .map(|(name, _)| *name);
+        match name {
+            Some(name) if *count > 1 => problems.push(format!(
+                "SIG{name} was delivered {count} times for one kill"
+            )),
+            None if *n != 0 => problems.push(format!(
+                "the box's process received signal {n}, which nobody asked for ({count}×)"
+            )),
+            _ => {}
+        }
+    }
+    // Handled signals leave the box running; a KILL sent instead ends it.
+    if let Some(p) = super::state_problem(s, "sig", &[Status::Running])? {
+        problems.push(format!(
+            "after kill TERM and kill USR1, which it handles: {p}"
+        ));
+    }
+    judge(
+        "kill ID TERM and kill ID USR1 each deliver exactly that signal, once, to the box's process, and report success",
+        problems,
+        s,
+    )
+}
+
+/// How many boxes with an unrunnable payload `unrunnable_payload_fails` runs.
+const UNRUNNABLE: usize = 3;
+
+pub(crate) fn unrunnable_payload_fails(s: &mut Scene<'_>) -> Verdict {
+    let mut problems = Vec::new();
+    for i in 0..UNRUNNABLE {
+        let id = format!("noexec{i}");
+        let r = s.run_box(&id, &["/nonexistent/doppel-payload"])?;
+        if r.success() {
+            problems.push(format!(
+                "run {id} with a payload that does not exist exited 0: {}",
+                r.summary()
+            ));
+        }
+        if !s.adapter().has(Operation::State) {
+            continue;
+        }
+        if let (_, Some(st)) = s.state(&id)? {
+            if st.status == Some(Status::Running) {
+                let pid = super::reported_pid(s, st.pid, None)?;
+                problems.push(format!(
+                    "state says box {id}, whose payload does not exist, is running{pid}"
+                ));
+            }
+        }
+    }
+    judge(
+        "run of a payload that cannot be executed fails (non-zero exit) and no box reports running",
         problems,
         s,
     )
