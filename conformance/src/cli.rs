@@ -13,6 +13,20 @@ use crate::adapter::Adapter;
 use crate::report::{self, Format, Report};
 use crate::runner::{self, Subject};
 
+/// Exit code of `doppel run`: cases ran and no MUST case failed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of `doppel run`: a MUST case failed.
+pub const EXIT_MUST_FAILED: u8 = 1;
+/// Exit code: the command line, the adapter or an input file is wrong.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `doppel run`: nothing could be tested (no case passed or
+/// failed: the runtime's program is missing, every scene failed to stage,
+/// or nothing applies to the adapter); one line on stderr says why.
+pub const EXIT_NOTHING_TESTED: u8 = 3;
+
+/// The exit codes, for `doppel run --help`.
+const EXIT_CODES: &str = "Exit codes:\n  0  cases ran and no MUST case failed\n  1  a MUST case failed\n  2  usage error: bad arguments, adapter or input file\n  3  nothing was tested: no case could run to a verdict (the line on stderr says why)";
+
 /// Environment variable: an adapter file for the libtest front end (default: refbox).
 pub const ADAPTER_ENV: &str = "DOPPEL_ADAPTER";
 /// Environment variable: `{bindir}` for the libtest front end (like `--bindir`).
@@ -47,6 +61,7 @@ pub struct SubjectArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the catalog (or the cases matching FILTERs) and report.
+    #[command(after_help = EXIT_CODES)]
     Run {
         /// Which runtime.
         #[command(flatten)]
@@ -212,7 +227,7 @@ fn run_cli(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("doppel: {msg}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
@@ -238,6 +253,13 @@ fn execute(cli: Cli) -> Result<ExitCode, String> {
             if cases.is_empty() {
                 return Err(format!("no case matches {filters:?}"));
             }
+            if let Some(why) = subject.cannot_make_boxes() {
+                eprintln!("doppel: nothing can be tested: {why}");
+                return Ok(ExitCode::from(EXIT_NOTHING_TESTED));
+            }
+            for m in subject.missing_programs() {
+                eprintln!("doppel: warning: {m}");
+            }
             let report = runner::run_all(&cases, &subject, jobs);
             write_out(output.as_ref(), &report::render(&report, format))?;
             if output.is_some() || format != Format::Human {
@@ -250,11 +272,14 @@ fn execute(cli: Cli) -> Result<ExitCode, String> {
                     report.summary.not_staged
                 );
             }
-            Ok(if report.failed() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            if report.failed() {
+                return Ok(ExitCode::from(EXIT_MUST_FAILED));
+            }
+            if let Some(why) = report.nothing_tested() {
+                eprintln!("doppel: {why}");
+                return Ok(ExitCode::from(EXIT_NOTHING_TESTED));
+            }
+            Ok(ExitCode::from(EXIT_OK))
         }
         Command::List { subject: sa } => {
             let subject = subject(&sa)?;

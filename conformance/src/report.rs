@@ -126,6 +126,70 @@ impl Report {
     pub fn failed(&self) -> bool {
         self.summary.must_fail > 0
     }
+
+    /// Why nothing was tested, when no case ran to a verdict (none passed
+    /// or failed): every one not applicable or not staged. One line: the
+    /// counts and the most frequent reason.
+    pub fn nothing_tested(&self) -> Option<String> {
+        if self.summary.pass + self.summary.fail > 0 {
+            return None;
+        }
+        // Reasons alike but for the world they were seen in count as one.
+        let mut reasons: Vec<(String, String, usize)> = Vec::new();
+        for c in &self.cases {
+            if let Outcome::NotStaged { why } | Outcome::NotApplicable { why } = &c.outcome {
+                let key = without_world_dirs(why);
+                match reasons.iter_mut().find(|(k, _, _)| *k == key) {
+                    Some((_, _, n)) => *n += 1,
+                    None => reasons.push((key, why.clone(), 1)),
+                }
+            }
+        }
+        // The most frequent reason; the first seen among equals.
+        let top = reasons
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (_, _, n))| (*n, std::cmp::Reverse(*i)))
+            .map(|(_, r)| r);
+        let counts = format!(
+            "{} case(s): {} not staged, {} not applicable",
+            self.cases.len(),
+            self.summary.not_staged,
+            self.summary.not_applicable
+        );
+        Some(match top {
+            Some((_, why, n)) => {
+                let flat = why.split_whitespace().collect::<Vec<_>>().join(" ");
+                let mut why: String = flat.chars().take(300).collect();
+                if flat.chars().count() > 300 {
+                    why.push('…');
+                }
+                let which = if *n > 1 {
+                    format!("{n} of them because")
+                } else {
+                    "the first because".to_string()
+                };
+                format!("nothing was tested ({counts}); {which}: {why}")
+            }
+            None => format!("nothing was tested ({counts})"),
+        })
+    }
+}
+
+/// `why` with every world dir name (`doppel-world-<pid>-<hex>`) made
+/// alike, so reasons seen in different worlds compare equal.
+fn without_world_dirs(why: &str) -> String {
+    const WORLD: &str = "doppel-world-";
+    let mut out = String::with_capacity(why.len());
+    let mut rest = why;
+    while let Some(i) = rest.find(WORLD) {
+        out.push_str(&rest[..i + WORLD.len()]);
+        rest =
+            rest[i + WORLD.len()..].trim_start_matches(|c: char| c.is_ascii_hexdigit() || c == '-');
+        out.push('*');
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Output formats of `doppel run`.

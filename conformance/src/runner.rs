@@ -52,23 +52,116 @@ impl Subject {
             .any(|t| t.uses("bindir"))
     }
 
-    /// Runs the version command on the host; first line of stdout.
-    pub fn version(&self) -> Option<String> {
-        let t = self.adapter.version.as_ref()?;
+    /// The distinct programs the adapter's commands run, each with the
+    /// first command that runs it, as the host resolves them (`{bindir}`
+    /// expanded; a bare name searched on `PATH`), and whether it is there.
+    fn programs(&self) -> Vec<(String, String, bool)> {
+        let bindir = self.bindir.as_ref().ok().map(|p| p.display().to_string());
+        let vars = Vars {
+            bindir: bindir.as_deref(),
+            ..Vars::default()
+        };
+        let mut out: Vec<(String, String, bool)> = Vec::new();
+        for op in self.adapter.operations() {
+            let Some(first) = self.adapter.command(op).and_then(|t| t.elements().first()) else {
+                continue;
+            };
+            let Ok(program) = crate::adapter::expand_str(first, &vars) else {
+                continue;
+            };
+            if out.iter().any(|(p, _, _)| *p == program) {
+                continue;
+            }
+            let found = program_exists(&program);
+            out.push((program, format!("commands.{op}"), found));
+        }
+        out
+    }
+
+    /// One line for each program of the adapter's commands that is not
+    /// there (cases that run it will not be staged).
+    pub fn missing_programs(&self) -> Vec<String> {
+        self.programs()
+            .into_iter()
+            .filter(|(_, _, found)| !found)
+            .map(|(p, key, _)| format!("{key} runs {p}, which does not exist or is not executable"))
+            .collect()
+    }
+
+    /// Why no box can be made, when the program of the command that makes
+    /// boxes (`run`, else `create`) is not there.
+    pub fn cannot_make_boxes(&self) -> Option<String> {
+        let op = [Operation::Run, Operation::Create]
+            .into_iter()
+            .find(|op| self.adapter.has(*op))?;
+        let t = self.adapter.command(op)?;
+        let bindir = self.bindir.as_ref().ok().map(|p| p.display().to_string());
+        let program = crate::adapter::expand_str(
+            t.elements().first()?,
+            &Vars {
+                bindir: bindir.as_deref(),
+                ..Vars::default()
+            },
+        )
+        .ok()?;
+        (!program_exists(&program)).then(|| {
+            format!(
+                "commands.{op} runs {program}, which does not exist or is not executable{}",
+                if t.elements().first().is_some_and(|e| e.contains("{bindir}")) {
+                    format!(
+                        " ({{bindir}} is {})",
+                        bindir.as_deref().unwrap_or("not set")
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        })
+    }
+
+    /// The first line of the version command's stdout, or why there is
+    /// none. It runs in a world like every runtime command: killed at the
+    /// command deadline, its output capped, never outliving doppel.
+    pub fn version_answer(&self) -> Result<String, String> {
+        let t = self
+            .adapter
+            .version
+            .as_ref()
+            .ok_or_else(|| "no version command (runtime.version)".to_string())?;
         let bindir = self.bindir.as_ref().ok().map(|p| p.display().to_string());
         let argv = t
             .expand(&Vars {
                 bindir: bindir.as_deref(),
                 ..Vars::default()
             })
-            .ok()?;
-        let out = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .ok()?;
-        let s = String::from_utf8_lossy(&out.stdout);
-        s.lines().next().map(|l| l.trim().to_string())
+            .map_err(|e| e.to_string())?;
+        let mut world = crate::world::World::open_with(self.adapter.world)
+            .map_err(|e| format!("cannot open a world to run it: {e}"))?;
+        let deadline = crate::scene::command_deadline();
+        let e = world
+            .exec(&argv, &[], &[], deadline)
+            .map_err(|e| format!("`{}`: {e}", argv.join(" ")))?;
+        if e.timed_out {
+            return Err(format!(
+                "`{}` still running at the {} ms deadline",
+                argv.join(" "),
+                deadline.as_millis()
+            ));
+        }
+        let out = String::from_utf8_lossy(&e.stdout);
+        match out.lines().map(str::trim).find(|l| !l.is_empty()) {
+            Some(line) => Ok(line.chars().take(200).collect()),
+            None => Err(format!(
+                "`{}` printed nothing (exit {:?})",
+                argv.join(" "),
+                e.code
+            )),
+        }
+    }
+
+    /// The version line, when the version command answers.
+    pub fn version(&self) -> Option<String> {
+        self.version_answer().ok()
     }
 
     /// Runtime info for reports.
@@ -306,12 +399,12 @@ pub fn doctor(subject: &Subject) -> (String, bool) {
     }
     let a = &subject.adapter;
     let _ = writeln!(out, "adapter: {} ({})", a.name, a.source);
-    match subject.version() {
-        Some(v) => {
+    match subject.version_answer() {
+        Ok(v) => {
             let _ = writeln!(out, "  version: {v}");
         }
-        None => {
-            let _ = writeln!(out, "  version: (no answer from the version command)");
+        Err(why) => {
+            let _ = writeln!(out, "  version: ({why})");
         }
     }
     match (&subject.bindir, subject.needs_bindir()) {
@@ -379,4 +472,18 @@ pub fn doctor(subject: &Subject) -> (String, bool) {
         crate::cases::ALL.len() - must
     );
     (out, ok)
+}
+
+/// Whether `program` (a path, or a bare name looked up on `PATH`) is an
+/// executable file.
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
 }

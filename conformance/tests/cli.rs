@@ -134,3 +134,56 @@ fn help_names_the_subcommands() {
     assert_eq!(code, 0);
     insta::assert_snapshot!(out);
 }
+
+/// refbox's adapter with every `{bindir}/refbox…` program replaced, in `dir`.
+fn refbox_adapter_running(dir: &Path, name: &str, program: &str) -> std::path::PathBuf {
+    let text = doppel_conformance::adapter::EMBEDDED_REFBOX
+        .replace("\"{bindir}/refbox-helper\"", &format!("{program:?}"))
+        .replace("\"{bindir}/refbox\"", &format!("{program:?}"));
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).expect("write the adapter");
+    p
+}
+
+#[test]
+fn run_exits_3_when_the_runtime_program_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let adapter = refbox_adapter_running(dir.path(), "missing", "/nonexistent/refbox");
+    let start = std::time::Instant::now();
+    let (code, out, err) = doppel(&["run", "--adapter", adapter.to_str().expect("utf-8")]);
+    assert_eq!(code, 3, "exit 3 (nothing tested): {err}");
+    assert!(out.is_empty(), "no report: {out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line says why: {err}");
+    assert!(
+        lines[0]
+            .starts_with("doppel: nothing can be tested: commands.run runs /nonexistent/refbox"),
+        "{err}"
+    );
+    // Decided before any world is opened.
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn run_exits_3_when_bindir_does_not_exist() {
+    let (code, _, err) = doppel(&["run", "--bindir", "/nonexistent"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("{bindir} is /nonexistent") && err.lines().count() == 1,
+        "names the bindir: {err}"
+    );
+}
+
+#[test]
+fn run_help_documents_the_exit_codes() {
+    let (code, out, _) = doppel(&["run", "--help"]);
+    assert_eq!(code, 0);
+    for line in [
+        "0  cases ran and no MUST case failed",
+        "1  a MUST case failed",
+        "2  usage error",
+        "3  nothing was tested",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+}

@@ -375,6 +375,42 @@ fn do_nothing_runtimes_pass_nothing() -> Result<(), Failed> {
     }
 }
 
+/// A runtime that fails every command (`/bin/false`), or hangs in every
+/// one, gets no verdict at all: `doppel run` says so in one line and exits
+/// 3, never 0 ("cases ran and no MUST failed") and never 1.
+fn untestable_runtimes_exit_3() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut errors = Vec::new();
+    for (name, program) in [
+        ("false", vec!["/bin/false"]),
+        ("hang", vec!["/bin/sh", "-c", "exec /bin/sleep 100", "hang"]),
+    ] {
+        let adapter = refbox_as(dir.path(), name, &program)?;
+        let out = doppel()
+            .args(["run", "--adapter"])
+            .arg(&adapter)
+            .env("DOPPEL_COMMAND_DEADLINE_MS", "300")
+            .output()
+            .map_err(|e| e.to_string())?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        if out.status.code() != Some(3) {
+            errors.push(format!(
+                "{name}: exit {:?}, expected 3: {err}",
+                out.status.code()
+            ));
+        }
+        if !last.starts_with("doppel: nothing was tested (") {
+            errors.push(format!("{name}: no one-line reason: {err}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n").into())
+    }
+}
+
 /// The flaw only a helper with cgroups can show.
 const CGROUP_FLAW: &str = "helper-forgets-boxes";
 
@@ -403,6 +439,7 @@ fn main() -> std::process::ExitCode {
             "do_nothing_runtimes_pass_nothing",
             do_nothing_runtimes_pass_nothing,
         ),
+        Trial::test("untestable_runtimes_exit_3", untestable_runtimes_exit_3),
     ];
     // A helper that forgets its boxes' cgroups can only be caught where it
     // has cgroups: without a writable cgroup2 the helper runs its fallback.

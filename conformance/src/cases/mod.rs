@@ -282,7 +282,7 @@ pub static ALL: &[Case] = &[
     Case {
         id: "errors::unrunnable_payload_fails",
         level: Level::Must,
-        scene: "3 boxes run with a payload that does not exist",
+        scene: "a box run with a payload that runs, then 3 with a payload that does not exist",
         holds: "each run fails (non-zero exit); no such box reports running",
         machine: &[M::World],
         needs: &[],

@@ -309,6 +309,10 @@ pub(crate) fn signal_delivered(s: &mut Scene<'_>) -> Verdict {
 const UNRUNNABLE: usize = 3;
 
 pub(crate) fn unrunnable_payload_fails(s: &mut Scene<'_>) -> Verdict {
+    // A runtime that cannot run any box fails every run: that proves
+    // nothing about unrunnable payloads. It must run a good one first.
+    let run = s.must_run_box("runnable", SLEEPER)?;
+    s.prove_box("runnable", &run, &[Status::Running])?;
     let mut problems = Vec::new();
     for i in 0..UNRUNNABLE {
         let id = format!("noexec{i}");

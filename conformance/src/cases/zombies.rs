@@ -60,13 +60,12 @@ pub(crate) fn reaper_scoped(s: &mut Scene<'_>) -> Verdict {
     )?;
     let run = s.exec_argv(argv, &[])?;
     let mut problems = Vec::new();
-    if run.timed_out {
-        problems.push(format!("the daemon probe hung: {}", run.summary()));
-        return judge(
-            "the embedder's own wait gets its child's exit code",
-            problems,
-            s,
-        );
+    if !run.success() {
+        // The probe is the whole scene: one that hangs or fails could not
+        // set it here (as a box that cannot be run); exit 0 without a
+        // report is the runtime's failure (below).
+        let how = if run.timed_out { "hung" } else { "failed" };
+        return Err(NotStaged(format!("the daemon probe {how}: {}", run.summary())).into());
     }
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(&run.stdout) else {
         problems.push(format!(
