@@ -411,6 +411,56 @@ fn untestable_runtimes_exit_3() -> Result<(), Failed> {
     }
 }
 
+/// A CLI that leaves a short-lived child behind (it exits by itself and
+/// init reaps it) is not a runtime that orphans boxes:
+/// recovery::adopts_live_box passes and notes the child.
+fn transient_cli_children_are_noted_not_failed() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut t: toml::Table = doppel_conformance::adapter::EMBEDDED_REFBOX
+        .parse()
+        .map_err(|e: toml::de::Error| e.to_string())?;
+    // `(sleep) &` then exec the real command: the child outlives nothing
+    // of the box and ends on its own, after the CLI that started it.
+    let wrap = ["/bin/sh", "-c", "(/bin/sleep 0.05) & exec \"$0\" \"$@\""];
+    for (_, v) in table(&mut t, "commands").iter_mut() {
+        if let toml::Value::Array(a) = v {
+            let rest: Vec<toml::Value> = std::mem::take(a);
+            a.extend(wrap.iter().map(|w| toml::Value::from(*w)));
+            a.extend(rest);
+        }
+    }
+    let p = dir.path().join("transient.toml");
+    std::fs::write(&p, toml::to_string(&t).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let adapter = p.display().to_string();
+    let (r, _) = run_json(
+        &[
+            "--adapter",
+            &adapter,
+            "--exact",
+            "recovery::adopts_live_box",
+        ],
+        &[],
+    )?;
+    let c = r
+        .cases
+        .iter()
+        .find(|c| c.id == "recovery::adopts_live_box")
+        .ok_or("no outcome")?;
+    if c.outcome != Outcome::Pass {
+        return Err(format!("{:?}", c.outcome).into());
+    }
+    if !c
+        .staging
+        .as_deref()
+        .unwrap_or_default()
+        .contains("noted, not judged")
+    {
+        return Err(format!("the transient child is not noted: {:?}", c.staging).into());
+    }
+    Ok(())
+}
+
 /// The flaw only a helper with cgroups can show.
 const CGROUP_FLAW: &str = "helper-forgets-boxes";
 
@@ -440,6 +490,10 @@ fn main() -> std::process::ExitCode {
             do_nothing_runtimes_pass_nothing,
         ),
         Trial::test("untestable_runtimes_exit_3", untestable_runtimes_exit_3),
+        Trial::test(
+            "transient_cli_children_are_noted_not_failed",
+            transient_cli_children_are_noted_not_failed,
+        ),
     ];
     // A helper that forgets its boxes' cgroups can only be caught where it
     // has cgroups: without a writable cgroup2 the helper runs its fallback.
