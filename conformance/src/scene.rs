@@ -952,6 +952,15 @@ impl<'a> Scene<'a> {
         std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))
             .map_err(|e| io(&host, e))?;
         if let Some(uid) = owner {
+            // The runtime runs as the world's root, which is this process's
+            // own uid seen from the host: a parent "owned by someone else"
+            // must be owned by another uid, or the scene is not there.
+            let me = nix::unistd::geteuid().as_raw();
+            if uid == me {
+                return Err(NotStaged(format!(
+                    "uid {uid} is the runtime's own here (doppel runs as uid {me}, the world's root): no parent owned by someone else can be made"
+                )));
+            }
             std::os::unix::fs::chown(&host, Some(uid), Some(uid)).map_err(|e| io(&host, e))?;
         }
         let m = std::fs::metadata(&host).map_err(|e| io(&host, e))?;

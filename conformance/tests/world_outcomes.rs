@@ -456,6 +456,83 @@ fn transient_cli_children_are_noted_not_failed() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The uid `refbox_passes_as_an_ordinary_user` runs doppel as.
+const NOBODY: u32 = 65534;
+
+/// Why doppel cannot be run as [`NOBODY`] here, if it cannot: not root,
+/// or a dir on the way to the binaries that others may not search.
+fn nobody_cannot_run() -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root: cannot switch to uid 65534".into());
+    }
+    let exe = Path::new(env!("CARGO_BIN_EXE_doppel"));
+    for p in exe.ancestors() {
+        let Ok(m) = std::fs::metadata(p) else {
+            continue;
+        };
+        if m.permissions().mode() & 0o001 == 0 {
+            return Some(format!(
+                "{} is not searchable by other users (mode {:o})",
+                p.display(),
+                m.permissions().mode() & 0o7777
+            ));
+        }
+    }
+    None
+}
+
+/// Run by an ordinary user (uid 65534, worlds in a user namespace), refbox
+/// passes what it passes as root: a scene the harness cannot make there (a
+/// parent owned by someone else than the runtime) is noted, never blamed
+/// on the runtime.
+fn refbox_passes_as_an_ordinary_user() -> Result<(), Failed> {
+    use std::os::unix::process::CommandExt;
+    let out_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::set_permissions(
+        out_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = out_dir.path().join("report.json");
+    let status = doppel()
+        .args([
+            "run",
+            "--exact",
+            "files::private_dirs",
+            "identity::recycled_pid_not_alive",
+        ])
+        .args(["--format", "json", "-o"])
+        .arg(&out)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env("HOME", out_dir.path())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&out).map_err(|e| {
+        format!(
+            "no report ({e}); stderr: {}",
+            String::from_utf8_lossy(&status.stderr)
+        )
+    })?;
+    let r: Report = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let bad: Vec<String> = r
+        .cases
+        .iter()
+        .filter(|c| c.outcome != Outcome::Pass)
+        .map(|c| format!("{}: {:?}", c.id, c.outcome))
+        .collect();
+    if !bad.is_empty() || status.status.code() != Some(0) {
+        return Err(format!("exit {:?}: {bad:#?}", status.status.code()).into());
+    }
+    let private = r.cases.iter().find(|c| c.id == "files::private_dirs");
+    let staging = private.and_then(|c| c.staging.clone()).unwrap_or_default();
+    if !staging.contains("no owned by uid 65534 parent") {
+        return Err(format!("the foreign-owned parent is not noted: {staging:?}").into());
+    }
+    Ok(())
+}
+
 /// The flaw only a helper with cgroups can show.
 const CGROUP_FLAW: &str = "helper-forgets-boxes";
 
@@ -466,6 +543,10 @@ fn main() -> std::process::ExitCode {
     let ignore = !blocked.is_empty();
     if ignore {
         eprintln!("world tests ignored: {}", blocked.join("; "));
+    }
+    let nobody = nobody_cannot_run();
+    if let Some(why) = &nobody {
+        eprintln!("refbox_passes_as_an_ordinary_user ignored: {why}");
     }
     let mut flaws: Vec<&'static str> = doppel_conformance::cases::ALL
         .iter()
@@ -485,6 +566,11 @@ fn main() -> std::process::ExitCode {
             do_nothing_runtimes_pass_nothing,
         ),
         Trial::test("untestable_runtimes_exit_3", untestable_runtimes_exit_3),
+        Trial::test(
+            "refbox_passes_as_an_ordinary_user",
+            refbox_passes_as_an_ordinary_user,
+        )
+        .with_ignored_flag(nobody.is_some()),
         Trial::test(
             "transient_cli_children_are_noted_not_failed",
             transient_cli_children_are_noted_not_failed,
