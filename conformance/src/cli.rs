@@ -222,6 +222,36 @@ fn libtest() -> ExitCode {
     runner::libtest_main(args, subject).exit_code()
 }
 
+/// For a command that opens worlds: removes the world dirs dead doppels
+/// left (SIGKILLed with worlds open), and on SIGINT, SIGTERM or SIGHUP
+/// removes this process's own before it exits (128 + the signal): its
+/// worlds end with it, their dirs must too.
+fn guard_world_dirs() {
+    let stale = doppel_harness::world::remove_stale_workdirs();
+    if !stale.is_empty() {
+        eprintln!(
+            "doppel: removed {} world dir(s) a doppel that is gone left behind",
+            stale.len()
+        );
+    }
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            doppel_harness::world::close_for_exit();
+            let name = match sig {
+                SIGINT => "SIGINT",
+                SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            eprintln!("doppel: stopped by {name}; its worlds end with it");
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
 fn run_cli(cli: Cli) -> ExitCode {
     match execute(cli) {
         Ok(code) => code,
@@ -233,6 +263,9 @@ fn run_cli(cli: Cli) -> ExitCode {
 }
 
 fn execute(cli: Cli) -> Result<ExitCode, String> {
+    if matches!(cli.command, Command::Run { .. } | Command::Bench { .. }) {
+        guard_world_dirs();
+    }
     match cli.command {
         Command::Run {
             subject: sa,

@@ -456,6 +456,113 @@ fn transient_cli_children_are_noted_not_failed() -> Result<(), Failed> {
     Ok(())
 }
 
+/// World dirs of doppel process `pid` in `tmp`.
+fn world_dirs_of(tmp: &Path, pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("doppel-world-{pid}-");
+    std::fs::read_dir(tmp)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Polls `what` until it holds, for at most 20 s.
+fn poll(what: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if what() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    what()
+}
+
+/// A `doppel run` (a long case, its worlds in `tmp`) that has opened a world.
+fn doppel_with_worlds(tmp: &Path) -> Result<std::process::Child, Failed> {
+    let mut child = doppel()
+        .args(["run", "--exact", "crash::runtime_killed_mid_op"])
+        .env("TMPDIR", tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = child.id();
+    if !poll(|| !world_dirs_of(tmp, pid).is_empty()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("doppel run opened no world within 20 s".into());
+    }
+    Ok(child)
+}
+
+/// Waits (20 s at most) for a child we started; its exit code.
+fn wait_child(child: &mut std::process::Child) -> Result<Option<i32>, Failed> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(st.code());
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("doppel did not exit within 20 s of the signal".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// SIGINT, SIGTERM or SIGHUP to `doppel run` with worlds open: it exits
+/// 128 + the signal and leaves no world dir; after a SIGKILL the next run
+/// removes what the dead one left.
+fn interrupted_runs_leave_no_world_dirs() -> Result<(), Failed> {
+    use nix::sys::signal::{Signal, kill};
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut errors = Vec::new();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let mut child = doppel_with_worlds(tmp.path())?;
+        let pid = child.id();
+        kill(nix::unistd::Pid::from_raw(pid as i32), sig).map_err(|e| e.to_string())?;
+        let code = wait_child(&mut child)?;
+        if code != Some(128 + sig as i32) {
+            errors.push(format!(
+                "{sig}: exit {code:?}, expected {}",
+                128 + sig as i32
+            ));
+        }
+        let left = world_dirs_of(tmp.path(), pid);
+        if !left.is_empty() {
+            errors.push(format!("{sig}: world dirs left: {left:?}"));
+        }
+    }
+    let mut child = doppel_with_worlds(tmp.path())?;
+    let pid = child.id();
+    child.kill().map_err(|e| e.to_string())?;
+    child.wait().map_err(|e| e.to_string())?;
+    if world_dirs_of(tmp.path(), pid).is_empty() {
+        errors.push("SIGKILL left no world dir: nothing for the next run to remove".into());
+    }
+    let next = doppel()
+        .args(["run", "--exact", "ids::argv_exact"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let left = world_dirs_of(tmp.path(), pid);
+    if !left.is_empty() {
+        errors.push(format!(
+            "the run after a SIGKILLed one left its world dirs: {left:?} ({})",
+            String::from_utf8_lossy(&next.stderr)
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n").into())
+    }
+}
+
 /// The uid `refbox_passes_as_an_ordinary_user` runs doppel as.
 const NOBODY: u32 = 65534;
 
@@ -566,6 +673,10 @@ fn main() -> std::process::ExitCode {
             do_nothing_runtimes_pass_nothing,
         ),
         Trial::test("untestable_runtimes_exit_3", untestable_runtimes_exit_3),
+        Trial::test(
+            "interrupted_runs_leave_no_world_dirs",
+            interrupted_runs_leave_no_world_dirs,
+        ),
         Trial::test(
             "refbox_passes_as_an_ordinary_user",
             refbox_passes_as_an_ordinary_user,

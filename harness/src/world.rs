@@ -273,6 +273,67 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The name prefix of a world's work dir on the host (in the temp dir):
+/// `doppel-world-<pid of the process that opened it>-<8 hex digits>`.
+pub const WORKDIR_PREFIX: &str = "doppel-world-";
+
+/// The pid in a world work dir's name, if `name` is one.
+fn workdir_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(WORKDIR_PREFIX)?;
+    let (pid, hex) = rest.split_once('-')?;
+    (hex.len() == 8 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(())?;
+    pid.parse().ok()
+}
+
+/// Removes the (empty) world work dirs that processes matching `whose`
+/// (given the pid in the name) left in the temp dir; returns those removed.
+/// On the host a work dir is always empty (the world's tmpfs is mounted in
+/// the world's own mount namespace), so only empty dirs are removed.
+fn remove_workdirs(whose: impl Fn(u32) -> bool) -> Vec<PathBuf> {
+    let base = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(workdir_owner)
+                .is_some_and(&whose)
+        })
+        .map(|e| e.path())
+        .filter(|p| std::fs::remove_dir(p).is_ok())
+        .collect()
+}
+
+/// Held while a work dir is made; `true` once this process is about to
+/// exit without dropping its worlds (no world opens after that).
+static WORKDIRS: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+/// For a process about to exit without dropping its worlds (a signal
+/// handler's path; the worlds' inits end when this process's control
+/// sockets close): waits for a work dir being made, refuses every later
+/// [`World::open`], and removes the work dirs of the worlds this process
+/// opened. Returns those removed. The lock stays held until the process
+/// exits, so no thread makes a dir between this and the exit.
+pub fn close_for_exit() -> Vec<PathBuf> {
+    let mut closing = WORKDIRS.lock().unwrap_or_else(|p| p.into_inner());
+    *closing = true;
+    let me = std::process::id();
+    let removed = remove_workdirs(|pid| pid == me);
+    std::mem::forget(closing);
+    removed
+}
+
+/// Removes the work dirs that processes which are gone left behind (one
+/// SIGKILLed while its worlds were open); a dir whose pid is alive (its
+/// owner, or a process that took the pid since) is left alone.
+pub fn remove_stale_workdirs() -> Vec<PathBuf> {
+    let me = std::process::id();
+    remove_workdirs(|pid| pid != me && !Path::new(&format!("/proc/{pid}")).exists())
+}
+
 fn make_workdir() -> Result<PathBuf, WorldError> {
     // Canonical, so that the work dir can later be opened without following
     // any symlink (see `WorkDir::open`) even where $TMPDIR is one.
@@ -284,11 +345,20 @@ fn make_workdir() -> Result<PathBuf, WorldError> {
     let mut last_err = None;
     for _ in 0..16 {
         let name = format!(
-            "doppel-world-{}-{:08x}",
+            "{WORKDIR_PREFIX}{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         );
         let p = base.join(name);
+        // Under the lock: a `close_for_exit` (a process exiting on a
+        // signal) sees every dir made, and none is made after it.
+        let closing = WORKDIRS.lock().unwrap_or_else(|p| p.into_inner());
+        if *closing {
+            return Err(WorldError::Workdir {
+                path: p,
+                source: std::io::Error::other("the process is exiting"),
+            });
+        }
         match std::fs::DirBuilder::new().mode(0o755).create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
@@ -885,6 +955,15 @@ pub fn check_relative(rel: &Path) -> Result<(), PathOutsideWorld> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workdir_names_give_their_owner() {
+        assert_eq!(workdir_owner("doppel-world-4242-0badf00d"), Some(4242));
+        assert_eq!(workdir_owner("doppel-world-4242-0badf00"), None);
+        assert_eq!(workdir_owner("doppel-world-x-0badf00d"), None);
+        assert_eq!(workdir_owner("doppel-world-4242-0badf00g"), None);
+        assert_eq!(workdir_owner("other-4242-0badf00d"), None);
+    }
 
     #[test]
     fn relative_paths_only() {
