@@ -22,14 +22,14 @@ pub const EMBEDDED_REFBOX: &str = include_str!("../../fixtures/adapters/refbox.t
 /// Everything that can be wrong with an adapter file.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
-    /// The file could not be read.
-    #[error("cannot read adapter {path}: {source}")]
+    /// The file could not be read (missing, not a regular file, too large,
+    /// not text).
+    #[error("adapter: {why}")]
     Read {
         /// The adapter file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// Why (it names the file).
+        why: crate::input::InputError,
     },
     /// The TOML is malformed or does not match the schema (unknown or missing key, wrong type).
     #[error("{path}:{line}: {message}")]
@@ -722,7 +722,14 @@ impl Ctx<'_> {
         if v.is_empty() {
             return Err(self.invalid(span, key, "command is empty"));
         }
-        for el in &v {
+        for (i, el) in v.iter().enumerate() {
+            if el.contains('\0') {
+                return Err(self.invalid(
+                    span,
+                    key,
+                    format!("argv element {i} holds a NUL byte, which no argv element can carry"),
+                ));
+            }
             if el.contains("{payload...}") && el != "{payload...}" {
                 return Err(self.invalid(span, key, "{payload...} must be a whole argv element"));
             }
@@ -736,6 +743,9 @@ impl Ctx<'_> {
     fn path_template(&self, key: &str, raw: Spanned<String>) -> Result<String, AdapterError> {
         let span = raw.span();
         let s = raw.into_inner();
+        if s.contains('\0') {
+            return Err(self.invalid(span, key, "a path cannot hold a NUL byte"));
+        }
         self.check_placeholders(span.clone(), key, &s, &PATH_PLACEHOLDERS)?;
         if !s.starts_with("{root}") && !s.starts_with('/') {
             return Err(self.invalid(span, key, "path must start with {root} or /"));
@@ -785,9 +795,11 @@ impl Ctx<'_> {
 impl Adapter {
     /// Reads and validates an adapter file.
     pub fn load(path: &Path) -> Result<Adapter, AdapterError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AdapterError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = crate::input::read_text(path, crate::input::ADAPTER_CAP).map_err(|why| {
+            AdapterError::Read {
+                path: path.to_path_buf(),
+                why,
+            }
         })?;
         Self::parse(&text, path)
     }

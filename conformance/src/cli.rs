@@ -208,6 +208,10 @@ pub fn suite_main() -> ExitCode {
 }
 
 fn libtest() -> ExitCode {
+    if let Err(why) = crate::scene::command_deadline_setting() {
+        eprintln!("doppel: {why}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let args = libtest_mimic::Arguments::from_args();
     let subject = match std::env::var_os(ADAPTER_ENV) {
         None => Subject::default_refbox(),
@@ -263,6 +267,7 @@ fn run_cli(cli: Cli) -> ExitCode {
 }
 
 fn execute(cli: Cli) -> Result<ExitCode, String> {
+    crate::scene::command_deadline_setting()?;
     if matches!(cli.command, Command::Run { .. } | Command::Bench { .. }) {
         guard_world_dirs();
     }
@@ -384,8 +389,8 @@ fn execute(cli: Cli) -> Result<ExitCode, String> {
         Command::Compare { evidence, reports } => {
             let mut parsed: Vec<Report> = Vec::new();
             for p in &reports {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                let text = crate::input::read_text(p, crate::input::REPORT_CAP)
+                    .map_err(|e| format!("compare: {e}"))?;
                 let r: Report = serde_json::from_str(&text)
                     .map_err(|e| format!("{}: not a doppel JSON report: {e}", p.display()))?;
                 if r.schema != report::REPORT_SCHEMA {

@@ -17,6 +17,8 @@
 //!   by side with N live boxes. Uses `scene`.
 //! - [`cli`]: the `doppel` command line, shared by the binary and the
 //!   `suite` test target.
+//! - [`input`]: reading files a user gives (adapter, reports): capped,
+//!   non-blocking, regular files only.
 //! - [`locate`]: finds refbox's binaries, the default subject.
 //! - [`cgroup`]: a test-owned cgroup2 dir per scene (for helpers' box
 //!   cgroups), killed and removed when the scene ends.
@@ -29,6 +31,7 @@ pub mod cases;
 pub mod catalog;
 pub mod cgroup;
 pub mod cli;
+pub mod input;
 pub mod locate;
 pub mod oci;
 pub mod plot;

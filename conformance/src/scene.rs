@@ -21,13 +21,36 @@ pub const COMMAND_DEADLINE: Duration = Duration::from_secs(10);
 /// Environment variable overriding [`COMMAND_DEADLINE`] (milliseconds).
 pub const COMMAND_DEADLINE_ENV: &str = "DOPPEL_COMMAND_DEADLINE_MS";
 
-/// The deadline in force for runtime commands.
+/// The deadline in force for runtime commands ([`COMMAND_DEADLINE`] unless
+/// [`COMMAND_DEADLINE_ENV`] sets one; `doppel` refuses a bad value at
+/// start, see [`command_deadline_setting`]).
 pub fn command_deadline() -> Duration {
-    std::env::var(COMMAND_DEADLINE_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(COMMAND_DEADLINE)
+    command_deadline_setting().unwrap_or(COMMAND_DEADLINE)
+}
+
+/// The most [`COMMAND_DEADLINE_ENV`] may ask for: one hour.
+const MAX_COMMAND_DEADLINE_MS: u64 = 3_600_000;
+
+/// The deadline [`COMMAND_DEADLINE_ENV`] asks for, or why it is not one
+/// (whole milliseconds, 1 to 3 600 000).
+pub fn command_deadline_setting() -> Result<Duration, String> {
+    let Some(v) = std::env::var_os(COMMAND_DEADLINE_ENV) else {
+        return Ok(COMMAND_DEADLINE);
+    };
+    let bad = || {
+        format!(
+            "{COMMAND_DEADLINE_ENV}={}: not a deadline (whole milliseconds, 1 to {MAX_COMMAND_DEADLINE_MS})",
+            v.to_string_lossy()
+        )
+    };
+    let ms: u64 = v
+        .to_str()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(bad)?;
+    if ms == 0 || ms > MAX_COMMAND_DEADLINE_MS {
+        return Err(bad());
+    }
+    Ok(Duration::from_millis(ms))
 }
 /// How long a box may take to reach a status the case waits for.
 pub const STATUS_DEADLINE: Duration = Duration::from_secs(10);

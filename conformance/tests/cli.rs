@@ -187,3 +187,100 @@ fn run_help_documents_the_exit_codes() {
         assert!(out.contains(line), "{line:?} in {out}");
     }
 }
+
+/// `doppel` with `args`, and how long it took.
+fn timed(args: &[&str], env: &[(&str, &str)]) -> (i32, String, std::time::Duration) {
+    let start = std::time::Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_doppel"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("doppel runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed(),
+    )
+}
+
+#[test]
+fn a_fifo_or_a_device_as_input_is_refused_within_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("adapter.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let fifo = fifo.to_str().expect("utf-8");
+    for (args, says) in [
+        (
+            vec!["list", "--adapter", fifo],
+            "is a FIFO, not a regular file",
+        ),
+        (
+            vec!["run", "--adapter", fifo],
+            "is a FIFO, not a regular file",
+        ),
+        (
+            vec!["list", "--adapter", "/dev/zero"],
+            "/dev/zero is a character device, not a regular file",
+        ),
+        (vec!["compare", fifo], "is a FIFO, not a regular file"),
+        (
+            vec!["compare", "/dev/zero"],
+            "/dev/zero is a character device",
+        ),
+    ] {
+        let (code, err, took) = timed(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "{args:?} took {took:?}"
+        );
+    }
+    // A libtest run reads DOPPEL_ADAPTER the same way.
+    let (code, err, took) = timed(&["--list"], &[("DOPPEL_ADAPTER", fifo)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a FIFO"), "{err}");
+    assert!(took < std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn a_nul_byte_in_an_adapter_argv_is_refused_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = doppel_conformance::adapter::EMBEDDED_REFBOX.replace(
+        "\"kill\", \"{id}\", \"{signal}\"",
+        "\"kill\", \"{id}\\u0000x\", \"{signal}\"",
+    );
+    assert_ne!(text, doppel_conformance::adapter::EMBEDDED_REFBOX);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("kill "))
+        .expect("a kill line")
+        + 1;
+    let p = dir.path().join("nul.toml");
+    std::fs::write(&p, text).expect("write");
+    let (code, _, err) = doppel(&["list", "--adapter", p.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "nul.toml:{line}: key `commands.kill`: argv element 4 holds a NUL byte"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_command_deadline_is_refused() {
+    for bad in ["abc", "0", "-5", "1.5", "99999999999"] {
+        let (code, err, _) = timed(&["list"], &[("DOPPEL_COMMAND_DEADLINE_MS", bad)]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(
+            err.contains(&format!("DOPPEL_COMMAND_DEADLINE_MS={bad}: not a deadline")),
+            "{bad}: {err}"
+        );
+        let (code, err, _) = timed(&["--list"], &[("DOPPEL_COMMAND_DEADLINE_MS", bad)]);
+        assert_eq!(code, 2, "libtest mode, {bad}: {err}");
+    }
+    let (code, err, _) = timed(&["list"], &[("DOPPEL_COMMAND_DEADLINE_MS", "2500")]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -456,6 +456,61 @@ fn transient_cli_children_are_noted_not_failed() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The version command runs like every runtime command: one that hangs is
+/// killed at the command deadline (doctor answers and says so), and
+/// nothing of it outlives doppel.
+fn version_command_is_bounded() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let marker = format!("{}", 100_000 + rand_u16());
+    let text = doppel_conformance::adapter::EMBEDDED_REFBOX.replace(
+        "version = [\"{bindir}/refbox\", \"--version\"]",
+        &format!("version = [\"/bin/sleep\", \"{marker}\"]"),
+    );
+    let p = dir.path().join("hanging-version.toml");
+    std::fs::write(&p, text).map_err(|e| e.to_string())?;
+    let mut child = doppel()
+        .args(["doctor", "--adapter"])
+        .arg(&p)
+        .env("DOPPEL_COMMAND_DEADLINE_MS", "500")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    wait_child(&mut child)?;
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut o, &mut out).map_err(|e| e.to_string())?;
+    }
+    if !out.contains(&format!(
+        "/bin/sleep {marker}` still running at the 500 ms deadline"
+    )) {
+        return Err(format!("doctor does not say the version command hung: {out}").into());
+    }
+    // Nothing of it left anywhere on the machine (read /proc, signal nothing).
+    let running = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+    };
+    if !poll(|| !running()) {
+        return Err(format!("`/bin/sleep {marker}` outlived doppel doctor").into());
+    }
+    Ok(())
+}
+
+/// A random number for markers no other test uses.
+fn rand_u16() -> u32 {
+    u32::from(std::process::id() as u16)
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            & 0xffff)
+}
+
 /// World dirs of doppel process `pid` in `tmp`.
 fn world_dirs_of(tmp: &Path, pid: u32) -> Vec<PathBuf> {
     let prefix = format!("doppel-world-{pid}-");
@@ -673,6 +728,7 @@ fn main() -> std::process::ExitCode {
             do_nothing_runtimes_pass_nothing,
         ),
         Trial::test("untestable_runtimes_exit_3", untestable_runtimes_exit_3),
+        Trial::test("version_command_is_bounded", version_command_is_bounded),
         Trial::test(
             "interrupted_runs_leave_no_world_dirs",
             interrupted_runs_leave_no_world_dirs,
