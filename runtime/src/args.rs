@@ -175,6 +175,21 @@ pub enum Parsed {
 }
 
 /// Why a command line is not understood (exit code 2). Each variant names
+
+/// `s` as an error message may echo it: control characters (an escape
+/// sequence, a bell) written as escapes, never sent to the terminal.
+fn shown(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// the word at fault; [`ArgsError::usage`] says what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
@@ -182,10 +197,10 @@ pub enum ArgsError {
     #[error("a command is required")]
     MissingCommand,
     /// Not one of the commands.
-    #[error("unknown command '{0}'")]
+    #[error("unknown command '{}'", shown(.0))]
     UnknownCommand(String),
     /// An option the command does not take.
-    #[error("unexpected option '{option}'")]
+    #[error("unexpected option '{}'", shown(.option))]
     UnexpectedOption {
         /// The command, if known.
         command: Option<&'static str>,
@@ -193,7 +208,7 @@ pub enum ArgsError {
         option: String,
     },
     /// A word the command does not take.
-    #[error("unexpected argument '{arg}'{}", if *.payload { " (a payload goes after `--`)" } else { "" })]
+    #[error("unexpected argument '{}'{}", shown(.arg), if *.payload { " (a payload goes after `--`)" } else { "" })]
     UnexpectedArgument {
         /// The command.
         command: &'static str,
@@ -221,7 +236,7 @@ pub enum ArgsError {
         source: lexopt::Error,
     },
     /// A box id that is not one.
-    #[error("invalid box id '{value}'")]
+    #[error("invalid box id '{}'", shown(.value))]
     BadId {
         /// The command.
         command: &'static str,
@@ -232,7 +247,7 @@ pub enum ArgsError {
         source: BoxIdError,
     },
     /// A value outside what the option takes.
-    #[error("invalid value '{value}' for {what}: {expected}")]
+    #[error("invalid value '{}' for {what}: {expected}", shown(.value))]
     BadValue {
         /// The command.
         command: &'static str,
@@ -1021,6 +1036,11 @@ mod tests {
             ArgsError::MissingArgument { .. }
         ));
         assert!(matches!(err(&["state", "../x"]), ArgsError::BadId { .. }));
+        // Control bytes of a rejected word are escaped, never echoed raw.
+        let e = err(&["state", "bad\u{1b}[31mid\u{7}"]).to_string();
+        assert_eq!(e, "invalid box id 'bad\\u{1b}[31mid\\u{7}'");
+        let e = err(&["\u{1b}]0;title\u{7}"]).to_string();
+        assert!(!e.contains('\u{1b}') && !e.contains('\u{7}'), "{e:?}");
         assert!(
             matches!(err(&["state", "-d", "b1"]), ArgsError::UnexpectedOption { option, .. } if option == "-d")
         );

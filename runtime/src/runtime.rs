@@ -396,6 +396,18 @@ impl Runtime {
     /// Opens (creating if needed) the root, checking its ownership and mode
     /// and its parent's.
     pub fn open(root: &Path, strategies: Strategies) -> Result<Self, RuntimeError> {
+        // Absolute from here on: a shim starts in its box dir, and paths
+        // its child uses before exec (the identity record) must not be
+        // relative to the caller's working directory.
+        let absolute = std::path::absolute(root).map_err(|e| RuntimeError::Root {
+            root: root.to_path_buf(),
+            source: WriteError::Io {
+                path: root.to_path_buf(),
+                op: "resolve",
+                source: e,
+            },
+        })?;
+        let root = absolute.as_path();
         let uid = rustix::process::geteuid().as_raw();
         let refuse = |source| RuntimeError::Root {
             root: root.to_path_buf(),

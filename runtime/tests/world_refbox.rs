@@ -740,6 +740,44 @@ fn fallback_is_weaker_against_same_tick_same_argv() -> R {
     )
 }
 
+/// `--root` relative to the working directory works: the box runs, its
+/// state answers, delete --force ends it (the shim's child used to fail
+/// before exec, its identity record's path relative to the box dir).
+fn relative_root_works() -> R {
+    let s = Scene::open()?;
+    let cwd = s.w.world_path("cwd").expect("relative");
+    s.w.create_dir_all("cwd").map_err(|e| e.to_string())?;
+    let cwd = cwd.to_string_lossy().into_owned();
+    let refbox = |args: &[&str]| -> Result<Exit, Failed> {
+        let cmd = WorldCommand::new(REFBOX)
+            .args(["--root", "rel"])
+            .args(args.iter().copied())
+            .current_dir(cwd.clone());
+        s.w.run(&cmd, T)
+            .map_err(|e| format!("refbox {args:?}: {e}").into())
+    };
+    let run = refbox(&["run", "-d", "b1", "--", "/bin/sleep", "1000"])?;
+    check(
+        run.status == ExitStatus::Exited(0),
+        format!(
+            "run with a relative root: {:?}: {}",
+            run.status,
+            stderr(&run)
+        ),
+    )?;
+    let st = refbox(&["state", "b1"])?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&st.stdout.bytes).map_err(|e| format!("state json: {e}"))?;
+    check_eq(&v["status"], "running", "status with a relative root")?;
+    let pid = Pid::new(v["pid"].as_i64().ok_or("pid")? as i32).map_err(|e| e.to_string())?;
+    let del = refbox(&["delete", "--force", "b1"])?;
+    check(
+        del.status == ExitStatus::Exited(0),
+        format!("delete --force: {}", stderr(&del)),
+    )?;
+    until("the shim to be gone", || Ok((!s.alive(pid)).then_some(())))
+}
+
 fn main() {
     doppel_harness::init::dispatch();
     let args = Arguments::from_args();
@@ -799,6 +837,7 @@ fn main() {
             "identity::fallback_is_weaker_against_same_tick_same_argv",
             fallback_is_weaker_against_same_tick_same_argv,
         ),
+        ("cli::relative_root_works", relative_root_works),
     ];
     let trials = trials
         .into_iter()
