@@ -235,7 +235,7 @@ impl<'a> Bench<'a> {
         };
         let name = b.name().to_string();
         let start = Instant::now();
-        let mut last = Instant::now();
+        let mut progress = crate::progress::Progress::stderr();
         for i in 0..n {
             let id = format!("bench-{i:05}");
             let t = Instant::now();
@@ -248,17 +248,18 @@ impl<'a> Bench<'a> {
                 )));
             }
             b.ids.push(id);
-            if last.elapsed() >= Duration::from_millis(200) || i + 1 == n {
-                last = Instant::now();
-                eprint!(
-                    "\r{name}: creating boxes {}/{n} ({:.1} s, {} each)   ",
-                    i + 1,
-                    start.elapsed().as_secs_f64(),
-                    human(median(b.create.clone()))
-                );
-            }
+            progress.update(
+                || {
+                    format!(
+                        "{name}: creating boxes {}/{n} ({:.1} s, {} each)",
+                        i + 1,
+                        start.elapsed().as_secs_f64(),
+                        human(median(b.create.clone()))
+                    )
+                },
+                i + 1 == n,
+            );
         }
-        eprintln!();
         Ok(b)
     }
 

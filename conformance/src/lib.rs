@@ -20,6 +20,8 @@
 //! - [`input`]: reading files a user gives (adapter, reports): capped,
 //!   non-blocking, regular files only.
 //! - [`locate`]: finds refbox's binaries, the default subject.
+//! - [`progress`]: pacing of progress lines (in place on a terminal, plain
+//!   lines in a log).
 //! - [`cgroup`]: a test-owned cgroup2 dir per scene (for helpers' box
 //!   cgroups), killed and removed when the scene ends.
 //! - [`oci`]: payload mode `oci-bundle`: a bundle per box (built by
@@ -35,6 +37,7 @@ pub mod input;
 pub mod locate;
 pub mod oci;
 pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod scene;

@@ -174,8 +174,6 @@ pub enum Parsed {
     Version,
 }
 
-/// Why a command line is not understood (exit code 2). Each variant names
-
 /// `s` as an error message may echo it: control characters (an escape
 /// sequence, a bell) written as escapes, never sent to the terminal.
 fn shown(s: &str) -> String {
@@ -190,6 +188,7 @@ fn shown(s: &str) -> String {
         .collect()
 }
 
+/// Why a command line is not understood (exit code 2). Each variant names
 /// the word at fault; [`ArgsError::usage`] says what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
