@@ -90,13 +90,10 @@ pub(crate) fn never_spawns(s: &mut Scene<'_>) -> Verdict {
             ));
         }
         // Still what it was: kill did not start (or restart) it.
-        if let (_, Some(st)) = s.state(id)? {
-            if st.status == Some(Status::Running) {
-                let pid = super::reported_pid(s, st.pid, None)?;
-                problems.push(format!(
-                    "kill on the {id} box ({was}) started its payload: state says running{pid}"
-                ));
-            }
+        if let Some(pid) = says_running(s, id)? {
+            problems.push(format!(
+                "kill on the {id} box ({was}) started its payload: state says running{pid}"
+            ));
         }
     }
     judge(
@@ -104,6 +101,16 @@ pub(crate) fn never_spawns(s: &mut Scene<'_>) -> Verdict {
         problems,
         s,
     )
+}
+
+/// `Some(" with pid N (…)")` when `state` says box `id` is running.
+fn says_running(s: &mut Scene<'_>, id: &str) -> Result<Option<String>, NotStaged> {
+    match s.state(id)? {
+        (_, Some(st)) if st.status == Some(Status::Running) => {
+            Ok(Some(super::reported_pid(s, st.pid, None)?))
+        }
+        _ => Ok(None),
+    }
 }
 
 pub(crate) fn signal_targets_sane(s: &mut Scene<'_>) -> Verdict {
@@ -326,13 +333,10 @@ pub(crate) fn unrunnable_payload_fails(s: &mut Scene<'_>) -> Verdict {
         if !s.adapter().has(Operation::State) {
             continue;
         }
-        if let (_, Some(st)) = s.state(&id)? {
-            if st.status == Some(Status::Running) {
-                let pid = super::reported_pid(s, st.pid, None)?;
-                problems.push(format!(
-                    "state says box {id}, whose payload does not exist, is running{pid}"
-                ));
-            }
+        if let Some(pid) = says_running(s, &id)? {
+            problems.push(format!(
+                "state says box {id}, whose payload does not exist, is running{pid}"
+            ));
         }
     }
     judge(
