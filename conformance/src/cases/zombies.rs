@@ -60,14 +60,17 @@ pub(crate) fn reaper_scoped(s: &mut Scene<'_>) -> Verdict {
     )?;
     let run = s.exec_argv(argv, &[])?;
     let mut problems = Vec::new();
-    if !run.success() {
-        // The probe is the whole scene: one that hangs or fails could not
-        // set it here (as a box that cannot be run); exit 0 without a
-        // report is the runtime's failure (below).
+    let report = serde_json::from_str::<serde_json::Value>(&run.stdout);
+    if report.is_err() && !run.success() {
+        // The probe is the whole scene: one that hangs or fails without a
+        // report could not set it here (as a box that cannot be run); a
+        // report is judged whatever the exit code (a probe may exit 1 to
+        // say its wait failed), and exit 0 without one is the runtime's
+        // failure (below).
         let how = if run.timed_out { "hung" } else { "failed" };
         return Err(NotStaged(format!("the daemon probe {how}: {}", run.summary())).into());
     }
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&run.stdout) else {
+    let Ok(doc) = report else {
         problems.push(format!(
             "the daemon probe printed no JSON report: {}",
             run.summary()
