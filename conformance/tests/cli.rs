@@ -284,3 +284,18 @@ fn a_bad_command_deadline_is_refused() {
     let (code, err, _) = timed(&["list"], &[("DOPPEL_COMMAND_DEADLINE_MS", "2500")]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn doctor_says_when_there_is_no_version_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = doppel_conformance::adapter::EMBEDDED_REFBOX
+        .replace("version = [\"{bindir}/refbox\", \"--version\"]\n", "");
+    assert_ne!(text, doppel_conformance::adapter::EMBEDDED_REFBOX);
+    let p = dir.path().join("no-version.toml");
+    std::fs::write(&p, text).expect("write");
+    let (_, out, _) = doppel(&["doctor", "--adapter", p.to_str().expect("utf-8")]);
+    assert!(
+        out.contains("version: (no version command (runtime.version))"),
+        "{out}"
+    );
+}
