@@ -574,6 +574,11 @@ fn cleanup(s: &mut Scene<'_>, id: &str) -> Result<Option<String>, NotStaged> {
 /// The checks after one crash; returns the problems found and counts them.
 fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>, NotStaged> {
     let mut problems = Vec::new();
+    // What a runtime's surviving child (a killed `run` may leave one that
+    // finishes the box) does while `state` runs is no lie of `state`'s:
+    // only what held before it ran and still after is judged.
+    let state_record = s.path(FileKind::State, id);
+    let recorded_before = state_record.as_ref().is_some_and(|p| s.exists(p));
     let before = s.census()?;
     let (record_pid, unreadable) = records(s, id);
     let mut lost = !unreadable.is_empty();
@@ -585,8 +590,9 @@ fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>
         .map(|p| p as i32);
     let alive = |c: &Census| pid.is_some_and(|p| c.get(p).is_some());
     match st.as_ref().and_then(|o| o.status) {
-        // A process dead before `state` ran cannot have been running.
-        Some(Status::Running | Status::Created) if !alive(&before) => {
+        // A process dead before `state` ran, and not born while it ran,
+        // cannot have been running.
+        Some(Status::Running | Status::Created) if !alive(&before) && !alive(&after) => {
             lost = true;
             problems.push(format!(
                 "state said {:?} but its process (pid {pid:?}) was not alive",
@@ -600,7 +606,7 @@ fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>
         }
         Some(_) => {}
         None => {
-            let recorded = s.path(FileKind::State, id).is_some_and(|p| s.exists(&p));
+            let recorded = recorded_before && state_record.as_ref().is_some_and(|p| s.exists(p));
             if recorded {
                 lost = true;
                 problems.push(format!(
