@@ -1042,55 +1042,11 @@ impl<'a> Scene<'a> {
         Ok(fp)
     }
 
-    /// Plants a file at a world path, replacing what is there.
+    /// Plants a file at a world path, replacing what is there (see
+    /// [`crate::world::World::plant`]).
     pub fn plant(&mut self, path: &str, plant: Plant) -> Result<(), NotStaged> {
-        // Checked: no component below the world's dir is a symlink, so what
-        // is removed and created below is inside the world; the last
-        // component is never followed (symlink_metadata, remove_file of a
-        // link, remove_dir_all of a real dir only).
-        let h = self.host(path)?;
-        let old = if plant == Plant::Truncated {
-            self.world.read_file(path, 16 << 20).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        if let Ok(m) = std::fs::symlink_metadata(&h) {
-            let r = if m.is_dir() {
-                std::fs::remove_dir_all(&h)
-            } else {
-                std::fs::remove_file(&h)
-            };
-            r.map_err(|e| io(&h, e))?;
-        }
-        let what = plant.to_string();
-        match plant {
-            Plant::Oversized { bytes } => {
-                let f = std::fs::File::create(&h).map_err(|e| io(&h, e))?;
-                f.set_len(bytes).map_err(|e| io(&h, e))?;
-            }
-            Plant::Fifo => {
-                nix::unistd::mkfifo(&h, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .map_err(|e| io(&h, e.into()))?;
-            }
-            Plant::Symlink { target } => {
-                std::os::unix::fs::symlink(&target, &h).map_err(|e| io(&h, e))?;
-            }
-            Plant::DanglingSymlink => {
-                std::os::unix::fs::symlink("/nonexistent/doppel-dangling", &h)
-                    .map_err(|e| io(&h, e))?;
-            }
-            Plant::Directory => std::fs::create_dir(&h).map_err(|e| io(&h, e))?,
-            Plant::Random { bytes } => {
-                let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
-                std::fs::write(&h, v).map_err(|e| io(&h, e))?;
-            }
-            Plant::Empty => std::fs::write(&h, b"").map_err(|e| io(&h, e))?,
-            Plant::Truncated => {
-                let half = &old[..old.len() / 2];
-                std::fs::write(&h, half).map_err(|e| io(&h, e))?;
-            }
-        }
-        self.transcript.push(format!("planted {what} at {path}"));
+        self.world.plant(path, &plant)?;
+        self.transcript.push(format!("planted {plant} at {path}"));
         Ok(())
     }
 

@@ -264,50 +264,8 @@ pub struct ImpostorReport {
     pub signals: Vec<i32>,
 }
 
-/// A file the harness plants.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plant {
-    /// A sparse file of this apparent size.
-    Oversized {
-        /// Apparent size.
-        bytes: u64,
-    },
-    /// A FIFO with no writer.
-    Fifo,
-    /// A symlink to `target`.
-    Symlink {
-        /// World path it points at.
-        target: String,
-    },
-    /// A symlink to nothing.
-    DanglingSymlink,
-    /// A directory where a file is expected.
-    Directory,
-    /// Random bytes.
-    Random {
-        /// How many.
-        bytes: usize,
-    },
-    /// An empty file.
-    Empty,
-    /// The first half of the file that was there.
-    Truncated,
-}
-
-impl fmt::Display for Plant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Plant::Oversized { bytes } => write!(f, "sparse {} MiB", bytes >> 20),
-            Plant::Fifo => f.write_str("FIFO"),
-            Plant::Symlink { .. } => f.write_str("symlink"),
-            Plant::DanglingSymlink => f.write_str("dangling symlink"),
-            Plant::Directory => f.write_str("directory"),
-            Plant::Random { .. } => f.write_str("random-bytes"),
-            Plant::Empty => f.write_str("empty"),
-            Plant::Truncated => f.write_str("truncated"),
-        }
-    }
-}
+/// A file the harness plants (the harness's own kinds).
+pub use doppel_harness::plant::Plant;
 
 /// How one command in the world ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +371,24 @@ impl World {
                 .map_err(|e| NotStaged(format!("{world_path}: {e}"))),
             _ => Err(NotStaged(format!(
                 "{world_path}: the suite writes only inside the world's dir {}",
+                self.dir
+            ))),
+        }
+    }
+
+    /// Plants `plant` at a world path inside the world's dir, in place of
+    /// whatever is there, through the harness's fd-relative path (no
+    /// component followed, so a runtime that swapped a dir for a symlink
+    /// cannot redirect it).
+    pub fn plant(&self, world_path: &str, plant: &Plant) -> Result<(), NotStaged> {
+        match self.rel(world_path) {
+            Some(r) if !r.is_empty() => self
+                .inner
+                .plant_replacing(r, plant)
+                .map(drop)
+                .map_err(NotStaged::from),
+            _ => Err(NotStaged(format!(
+                "{world_path}: the suite plants only inside the world's dir {}",
                 self.dir
             ))),
         }

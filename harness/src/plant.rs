@@ -31,6 +31,12 @@ pub enum Plant {
     /// A symlink to a file outside the state dir (created by the harness
     /// under `.doppel-outside/`); check it is unchanged afterwards.
     SymlinkOutside,
+    /// A symlink to `target` (a world path, or any path: it is only the
+    /// link's text), e.g. a copy of a live box's record outside its dir.
+    Symlink {
+        /// What the link says.
+        target: PathBuf,
+    },
     /// A symlink to a path that does not exist.
     DanglingSymlink,
     /// A directory where a file is expected.
@@ -42,6 +48,9 @@ pub enum Plant {
     },
     /// An empty file.
     Empty,
+    /// The first half of the regular file that is there (a record cut
+    /// short as a crash mid-write leaves it), with [`World::plant_replacing`].
+    HalfOfExisting,
     /// The first `keep` bytes of `of` (a record cut short).
     Truncated {
         /// The full record.
@@ -66,6 +75,25 @@ pub enum Plant {
         /// Contents.
         contents: Vec<u8>,
     },
+}
+
+impl std::fmt::Display for Plant {
+    /// What a report calls the plant.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Plant::Oversized { size } => write!(f, "sparse {} MiB", size >> 20),
+            Plant::Fifo => f.write_str("FIFO"),
+            Plant::SymlinkOutside | Plant::Symlink { .. } => f.write_str("symlink"),
+            Plant::DanglingSymlink => f.write_str("dangling symlink"),
+            Plant::DirectoryInsteadOfFile => f.write_str("directory"),
+            Plant::RandomBytes { .. } => f.write_str("random-bytes"),
+            Plant::Empty => f.write_str("empty"),
+            Plant::HalfOfExisting | Plant::Truncated { .. } => f.write_str("truncated"),
+            Plant::WrongOwner { uid, .. } => write!(f, "owned by uid {uid}"),
+            Plant::GroupWritableParent { .. } => f.write_str("group-writable parent"),
+            Plant::WorldWritableParent { .. } => f.write_str("world-writable parent"),
+        }
+    }
 }
 
 /// The outside file a [`Plant::SymlinkOutside`] points to.
@@ -158,6 +186,33 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PlantError + '_ {
 }
 
 impl World {
+    /// Plants `plant` at `rel` in place of whatever is there (a file, a
+    /// FIFO, a symlink, a whole directory), removed beneath the parent's fd
+    /// without following anything; [`Plant::HalfOfExisting`] reads the
+    /// regular file there first (16 MiB at most). Otherwise as
+    /// [`World::plant`].
+    pub fn plant_replacing(
+        &self,
+        rel: impl AsRef<Path>,
+        plant: &Plant,
+    ) -> Result<Planted, PlantError> {
+        let rel = rel.as_ref();
+        check_relative(rel)?;
+        let half;
+        let plant = match plant {
+            Plant::HalfOfExisting => {
+                let of = self.files().read(rel, 16 << 20)?;
+                let keep = of.len() / 2;
+                half = Plant::Truncated { of, keep };
+                &half
+            }
+            p => p,
+        };
+        let parent = self.files().parent(rel, true)?;
+        self.files().remove(&parent)?;
+        self.plant(rel, plant)
+    }
+
     /// Plants `plant` at `rel` (relative to [`World::root`]); parent
     /// directories are created. Refuses absolute and `..` paths, and never
     /// follows a symlink: parents are resolved beneath the work dir's fd
@@ -211,8 +266,14 @@ impl World {
                     contents,
                 });
             }
+            Plant::Symlink { target } => symlink(target)?,
             Plant::DanglingSymlink => {
                 symlink(&self.world_path("does-not-exist/doppel-dangling")?)?;
+            }
+            Plant::HalfOfExisting => {
+                return Err(PlantError::NotStaged {
+                    reason: "a half of the existing file is planted with plant_replacing".into(),
+                });
             }
             Plant::DirectoryInsteadOfFile => {
                 rustix::fs::mkdirat(&parent.fd, &parent.name, Mode::from_raw_mode(0o777))

@@ -336,6 +336,14 @@ impl WorkDir {
         Ok(std::fs::File::from(fd))
     }
 
+    /// Removes whatever is at `p.name` in `p.fd`, never following a
+    /// symlink: a file, FIFO or symlink is unlinked; a directory is emptied
+    /// beneath its own fd (a symlink inside it is unlinked, not followed)
+    /// and removed. Nothing there is fine.
+    pub(crate) fn remove(&self, p: &Parent) -> Result<(), WorldPathError> {
+        remove_at(p.fd.as_fd(), &p.name).map_err(|e| self.final_error(p, e, "remove"))
+    }
+
     /// Maps an error of an `*at` call on the final component.
     pub(crate) fn final_error(&self, p: &Parent, e: Errno, op: &'static str) -> WorldPathError {
         if e == Errno::LOOP {
@@ -394,5 +402,37 @@ impl WorkDir {
             return Err(WorldPathError::TooLarge { path: p.path, cap });
         }
         Ok(bytes)
+    }
+}
+
+/// Removes `name` in `dir` without following it (see [`WorkDir::remove`]).
+fn remove_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        // unlink(2) of a directory: EISDIR on Linux.
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e),
+    }
+    let fd = rustix::fs::openat2(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )?;
+    let mut entries = Vec::new();
+    for e in rustix::fs::Dir::read_from(&fd)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            entries.push(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(n).to_os_string());
+        }
+    }
+    for n in &entries {
+        remove_at(fd.as_fd(), n)?;
+    }
+    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
     }
 }

@@ -284,8 +284,67 @@ fn file_helpers_stay_beneath_and_refuse_fifos() {
     ));
 }
 
+fn plants_replace_whatever_is_there_without_following_it() {
+    let w = open_world();
+    // A file outside the box dir that a followed link would reach.
+    w.write_file("outside", b"keep me").unwrap();
+    let outside = w.world_path("outside").unwrap();
+    // A directory tree, with a symlink out of it, where a record goes.
+    w.create_dir_all("r/box/state.json/sub").unwrap();
+    w.plant(
+        "r/box/state.json/sub/link",
+        &Plant::Symlink {
+            target: outside.clone(),
+        },
+    )
+    .unwrap();
+    w.plant("r/box/state.json/fifo", &Plant::Fifo).unwrap();
+    let p = w
+        .plant_replacing("r/box/state.json", &Plant::Empty)
+        .unwrap();
+    assert!(std::fs::symlink_metadata(&p.host_path).unwrap().is_file());
+    assert_eq!(
+        w.read_file("outside", 64).unwrap(),
+        b"keep me",
+        "not followed"
+    );
+    // A FIFO and a symlink are replaced, not opened or followed.
+    w.plant_replacing("r/box/state.json", &Plant::Fifo).unwrap();
+    let p = w
+        .plant_replacing(
+            "r/box/state.json",
+            &Plant::Symlink {
+                target: outside.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(std::fs::read_link(&p.host_path).unwrap(), outside);
+    w.plant_replacing("r/box/state.json", &Plant::Empty)
+        .unwrap();
+    assert_eq!(w.read_file("outside", 64).unwrap(), b"keep me");
+    // Half of the record that is there.
+    w.write_file("r/box/state.json", b"0123456789").unwrap();
+    w.plant_replacing("r/box/state.json", &Plant::HalfOfExisting)
+        .unwrap();
+    assert_eq!(w.read_file("r/box/state.json", 64).unwrap(), b"01234");
+    // Nothing there: planted all the same; a symlinked parent still refused.
+    w.plant_replacing("r/new/state.json", &Plant::Empty)
+        .unwrap();
+    std::os::unix::fs::symlink("/etc", w.host_path("r/etc-link").unwrap()).unwrap();
+    assert!(matches!(
+        w.plant_replacing("r/etc-link/passwd", &Plant::Empty),
+        Err(PlantError::Redirected(_))
+    ));
+    assert_eq!(Plant::HalfOfExisting.to_string(), "truncated");
+    assert_eq!(
+        Plant::Oversized { size: 1 << 30 }.to_string(),
+        "sparse 1024 MiB"
+    );
+}
+
 world_main!(
     Need::Worlds => [
+        plants_replace_whatever_is_there_without_following_it,
         symlinked_dirs_are_never_followed_out_of_the_world,
         file_helpers_stay_beneath_and_refuse_fifos,
         every_plant_kind_creates_what_it_says,

@@ -79,7 +79,7 @@ pub(crate) fn oversized_record(s: &mut Scene<'_>) -> Verdict {
     // 1 GiB + 1: a reader that slurps it holds a GiB; a capped one a few KiB.
     // 1 TiB: a reader that reads it all never answers.
     for (bytes, measure) in [((1u64 << 30) + 1, true), (1 << 40, false)] {
-        let plant = Plant::Oversized { bytes };
+        let plant = Plant::Oversized { size: bytes };
         let what = plant.to_string();
         s.plant(&path, plant)?;
         let before = s.fingerprint(&path)?;
@@ -163,7 +163,7 @@ pub(crate) fn symlink_record(s: &mut Scene<'_>) -> Verdict {
         s.plant(
             &dst,
             Plant::Symlink {
-                target: out.clone(),
+                target: out.clone().into(),
             },
         )?;
         outside.push((out.clone(), s.fingerprint(&out)?));
@@ -209,9 +209,13 @@ pub(crate) fn symlink_record(s: &mut Scene<'_>) -> Verdict {
 
 pub(crate) fn garbage_record(s: &mut Scene<'_>) -> Verdict {
     let mut problems = Vec::new();
-    for (i, plant) in [Plant::Random { bytes: 512 }, Plant::Empty, Plant::Truncated]
-        .into_iter()
-        .enumerate()
+    for (i, plant) in [
+        Plant::RandomBytes { len: 512 },
+        Plant::Empty,
+        Plant::HalfOfExisting,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let id = format!("garbage{i}");
         live_box(s, &id)?;
@@ -278,16 +282,16 @@ pub(crate) fn bad_record_isolated(s: &mut Scene<'_>) -> Verdict {
     let h2 = live_box(s, "healthy2")?;
     let mut problems = Vec::new();
     let plants = [
-        Plant::Oversized { bytes: 1 << 40 },
+        Plant::Oversized { size: 1 << 40 },
         Plant::Fifo,
         Plant::Symlink {
             target: "/etc/hostname".into(),
         },
         Plant::DanglingSymlink,
-        Plant::Directory,
-        Plant::Random { bytes: 512 },
+        Plant::DirectoryInsteadOfFile,
+        Plant::RandomBytes { len: 512 },
         Plant::Empty,
-        Plant::Truncated,
+        Plant::HalfOfExisting,
     ];
     for (i, plant) in plants.into_iter().enumerate() {
         let id = format!("bad{i}");

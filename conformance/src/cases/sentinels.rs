@@ -49,7 +49,7 @@ pub(crate) fn stale_log_cleanup(s: &mut Scene<'_>) -> Verdict {
     s.kill_process(pid("legacy-dead"))?;
     let imp = replace_with_impostor(s, pid("recycled"), ImpostorKind::Unrelated)?;
     let big = s.declared_path(FileKind::Sentinel, "oversized")?;
-    s.plant(&big, Plant::Oversized { bytes: 1 << 40 })?;
+    s.plant(&big, Plant::Oversized { size: 1 << 40 })?;
     let big_fp = s.fingerprint(&big)?;
     let run = s.op(Operation::Cleanup, None, &[])?;
     if run.crashed() || run.timed_out {
