@@ -216,34 +216,8 @@ impl Census {
     }
 }
 
-/// What kind of impostor to place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImpostorKind {
-    /// A sleeper unrelated to the runtime.
-    Unrelated,
-    /// A sleeper with exactly the victim's argv.
-    SameArgv {
-        /// The victim's argv.
-        argv: Vec<String>,
-    },
-    /// A sleeper with the victim's argv where its id is extended
-    /// (`box-1` → `box-10`).
-    PrefixId {
-        /// The victim's argv.
-        argv: Vec<String>,
-        /// The id as it appears in argv.
-        victim_id: String,
-        /// Appended to make the longer id.
-        suffix: String,
-    },
-    /// Runs with the victim's executable path and argv.
-    SameExe {
-        /// The victim's /proc/PID/exe.
-        exe: String,
-        /// The victim's argv.
-        argv: Vec<String>,
-    },
-}
+/// What kind of impostor to place (the harness's own kinds).
+pub use doppel_harness::impostor::ImpostorKind;
 
 /// A placed impostor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,23 +408,6 @@ impl World {
         replace: Option<i32>,
         kind: &ImpostorKind,
     ) -> Result<Impostor, WorldError> {
-        let kind = match kind {
-            ImpostorKind::Unrelated => himp::ImpostorKind::Unrelated,
-            ImpostorKind::SameExe { exe, argv } => himp::ImpostorKind::SameExe {
-                exe: exe.clone(),
-                argv: argv.clone(),
-            },
-            ImpostorKind::SameArgv { argv } => himp::ImpostorKind::SameArgv { argv: argv.clone() },
-            ImpostorKind::PrefixId {
-                argv,
-                victim_id,
-                suffix,
-            } => himp::ImpostorKind::PrefixId {
-                argv: argv.clone(),
-                victim_id: victim_id.clone(),
-                suffix: suffix.clone(),
-            },
-        };
         let placement = match replace {
             Some(p) => himp::Placement::Replacing {
                 victim: Pid::new(p)?,
@@ -465,7 +422,7 @@ impl World {
         let deadline = std::time::Instant::now() + PID_FREE_DEADLINE;
         let mut victim_start = None;
         let inner = loop {
-            match self.inner.impostor(&kind, placement) {
+            match self.inner.impostor(kind, placement) {
                 Err(himp::ImpostorError::World(hw::WorldError::Remote(
                     doppel_harness::RemoteError::PidTaken { .. },
                 ))) if std::time::Instant::now() < deadline => {
