@@ -370,7 +370,13 @@ struct RawCommands {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawState {
-    status: Spanned<String>,
+    /// `json` (default), `text` or `exit-code`.
+    #[serde(default)]
+    format: Option<Spanned<String>>,
+    /// `text` (and optionally `exit-code`): a regular expression with
+    /// named groups `status`, `pid`, `exit_code`, `previous_exit_code`.
+    pattern: Option<Spanned<String>>,
+    status: Option<Spanned<String>>,
     pid: Option<Spanned<String>>,
     exit_code: Option<Spanned<String>>,
     previous_exit_code: Option<Spanned<String>>,
@@ -534,16 +540,39 @@ pub fn expand_str(s: &str, vars: &Vars<'_>) -> Result<String, MissingVar> {
 /// How to read `state` output.
 #[derive(Debug, Clone)]
 pub struct StateParsing {
-    /// JSON pointer to the status word.
+    /// How the answer is read.
+    pub format: StateFormat,
+    /// Where the status word is: a JSON pointer (`json`), the `status`
+    /// group (`text`), the exit code (`exit-code`).
     pub status: String,
-    /// JSON pointer to the pid, if the runtime prints one.
+    /// Where the pid is, if the runtime prints one: a JSON pointer, or the
+    /// `pid` group of the pattern.
     pub pid: Option<String>,
-    /// JSON pointer to the last payload exit code, if printed.
+    /// Where the last payload exit code is, if printed (pointer or group).
     pub exit_code: Option<String>,
-    /// JSON pointer to the exit code before that, if printed.
+    /// Where the exit code before that is, if printed (pointer or group).
     pub previous_exit_code: Option<String>,
     words: Vec<(String, Status)>,
 }
+
+/// How `state` answers (`state.format`).
+#[derive(Debug, Clone)]
+pub enum StateFormat {
+    /// A JSON document on stdout, read by JSON pointers; only an exit 0
+    /// is an answer.
+    Json,
+    /// Text on stdout matched by a pattern with named groups (`status`
+    /// required): `supervisorctl status`, `sv status`, `s6-svstat`. Any exit
+    /// code (supervisorctl exits 3 for a stopped program).
+    Text(regex::Regex),
+    /// The exit code is the status word (`running = ["0"]`, `stopped =
+    /// ["3"]`: `start-stop-daemon --status`, LSB `status`); an optional
+    /// pattern reads the other fields from stdout.
+    ExitCode(Option<regex::Regex>),
+}
+
+/// The named groups a `state.pattern` may have.
+const PATTERN_GROUPS: [&str; 4] = ["status", "pid", "exit_code", "previous_exit_code"];
 
 /// What one `state` invocation said, parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -571,11 +600,86 @@ pub enum StateParseError {
     /// The status pointer did not name a string.
     #[error("state output has no string at {0}")]
     NoStatus(String),
+    /// A text answer did not match `state.pattern`.
+    #[error("state output does not match the pattern {0:?}")]
+    NoMatch(String),
+    /// A JSON `state` exited non-zero (or was killed): no answer.
+    #[error("state exited {0:?}")]
+    Failed(Option<i32>),
 }
 
 impl StateParsing {
-    /// Parses one `state` stdout.
-    pub fn parse(&self, stdout: &[u8]) -> Result<ObservedState, StateParseError> {
+    /// Parses one `state` answer: its exit code (`None` when it was
+    /// killed) and stdout.
+    pub fn parse(
+        &self,
+        code: Option<i32>,
+        stdout: &[u8],
+    ) -> Result<ObservedState, StateParseError> {
+        match &self.format {
+            StateFormat::Json if code == Some(0) => self.parse_json(stdout),
+            StateFormat::Json => Err(StateParseError::Failed(code)),
+            StateFormat::Text(re) => self.parse_text(re, None, stdout),
+            StateFormat::ExitCode(re) => match code {
+                Some(c) => match re {
+                    Some(re) => self.parse_text(re, Some(c), stdout),
+                    None => Ok(self.observed(c.to_string(), None, None, None, text_raw(stdout))),
+                },
+                None => Err(StateParseError::Failed(None)),
+            },
+        }
+    }
+
+    fn observed(
+        &self,
+        word: String,
+        pid: Option<i64>,
+        exit_code: Option<i64>,
+        previous_exit_code: Option<i64>,
+        raw: serde_json::Value,
+    ) -> ObservedState {
+        let status = self.words.iter().find(|(w, _)| *w == word).map(|(_, s)| *s);
+        ObservedState {
+            status,
+            word,
+            pid,
+            exit_code,
+            previous_exit_code,
+            raw,
+        }
+    }
+
+    /// Text through `re`; with `code`, the exit code is the status word.
+    fn parse_text(
+        &self,
+        re: &regex::Regex,
+        code: Option<i32>,
+        stdout: &[u8],
+    ) -> Result<ObservedState, StateParseError> {
+        let text = String::from_utf8_lossy(stdout);
+        let caps = re.captures(&text);
+        let group = |name: &Option<String>| -> Option<i64> {
+            let c = caps.as_ref()?;
+            c.name(name.as_deref()?)?.as_str().trim().parse().ok()
+        };
+        let word = match code {
+            Some(c) => c.to_string(),
+            None => caps
+                .as_ref()
+                .and_then(|c| c.name("status"))
+                .map(|m| m.as_str().to_string())
+                .ok_or_else(|| StateParseError::NoMatch(re.as_str().to_string()))?,
+        };
+        Ok(self.observed(
+            word,
+            group(&self.pid),
+            group(&self.exit_code),
+            group(&self.previous_exit_code),
+            text_raw(stdout),
+        ))
+    }
+
+    fn parse_json(&self, stdout: &[u8]) -> Result<ObservedState, StateParseError> {
         let raw: serde_json::Value =
             serde_json::from_slice(stdout).map_err(|e| StateParseError::NotJson(e.to_string()))?;
         let word = raw
@@ -583,21 +687,24 @@ impl StateParsing {
             .and_then(|v| v.as_str())
             .ok_or_else(|| StateParseError::NoStatus(self.status.clone()))?
             .to_string();
-        let status = self.words.iter().find(|(w, _)| *w == word).map(|(_, s)| *s);
         let int = |p: &Option<String>| {
             p.as_ref()
                 .and_then(|p| raw.pointer(p))
                 .and_then(|v| v.as_i64())
         };
-        Ok(ObservedState {
-            status,
+        Ok(self.observed(
             word,
-            pid: int(&self.pid),
-            exit_code: int(&self.exit_code),
-            previous_exit_code: int(&self.previous_exit_code),
-            raw: raw.clone(),
-        })
+            int(&self.pid),
+            int(&self.exit_code),
+            int(&self.previous_exit_code),
+            raw.clone(),
+        ))
     }
+}
+
+/// A text answer as evidence: `{"stdout": "..."}`.
+fn text_raw(stdout: &[u8]) -> serde_json::Value {
+    serde_json::json!({ "stdout": String::from_utf8_lossy(stdout) })
 }
 
 /// Where the runtime records a process's identity, so scenes can rewrite it.
@@ -753,6 +860,158 @@ impl Ctx<'_> {
         Ok(s)
     }
 
+    /// `[state]`'s format and where each field is read from (see
+    /// [`StateParsing`]).
+    #[allow(clippy::type_complexity)]
+    fn state_format(
+        &self,
+        s: &RawState,
+    ) -> Result<
+        (
+            StateFormat,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ),
+        AdapterError,
+    > {
+        let word = s.format.as_ref().map_or("json", |f| f.get_ref().as_str());
+        let span = |f: &Option<Spanned<String>>| f.as_ref().map(|f| f.span()).unwrap_or(0..0);
+        let pointers_refused = |what: &str| -> Result<(), AdapterError> {
+            for (key, v) in [
+                ("state.status", &s.status),
+                ("state.pid", &s.pid),
+                ("state.exit_code", &s.exit_code),
+                ("state.previous_exit_code", &s.previous_exit_code),
+            ] {
+                if let Some(v) = v {
+                    return Err(self.invalid(
+                        v.span(),
+                        key,
+                        format!(
+                            "is a JSON pointer; with format {what:?} the fields come from state.pattern's named groups"
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        match word {
+            "json" => {
+                if let Some(p) = &s.pattern {
+                    return Err(self.invalid(
+                        p.span(),
+                        "state.pattern",
+                        "is for format \"text\" or \"exit-code\"",
+                    ));
+                }
+                let status = s.status.as_ref().ok_or_else(|| {
+                    self.invalid(
+                        span(&s.format),
+                        "state.status",
+                        "is required with format \"json\"",
+                    )
+                })?;
+                let status = self.pointer("state.status", status)?;
+                let opt = |key: &str, v: &Option<Spanned<String>>| {
+                    v.as_ref().map(|p| self.pointer(key, p)).transpose()
+                };
+                Ok((
+                    StateFormat::Json,
+                    status,
+                    opt("state.pid", &s.pid)?,
+                    opt("state.exit_code", &s.exit_code)?,
+                    opt("state.previous_exit_code", &s.previous_exit_code)?,
+                ))
+            }
+            "text" | "exit-code" => {
+                pointers_refused(word)?;
+                let re = match &s.pattern {
+                    Some(p) => Some(self.pattern(p, word == "text")?),
+                    None if word == "text" => {
+                        return Err(self.invalid(
+                            span(&s.format),
+                            "state.pattern",
+                            "is required with format \"text\"",
+                        ));
+                    }
+                    None => None,
+                };
+                let has = |g: &str| {
+                    re.as_ref()
+                        .is_some_and(|r| r.capture_names().flatten().any(|n| n == g))
+                        .then(|| g.to_string())
+                };
+                let (pid, exit_code, previous) =
+                    (has("pid"), has("exit_code"), has("previous_exit_code"));
+                Ok(if word == "text" {
+                    let re = re.expect("required above");
+                    (
+                        StateFormat::Text(re),
+                        "status".into(),
+                        pid,
+                        exit_code,
+                        previous,
+                    )
+                } else {
+                    (
+                        StateFormat::ExitCode(re),
+                        "(exit code)".into(),
+                        pid,
+                        exit_code,
+                        previous,
+                    )
+                })
+            }
+            other => Err(self.invalid(
+                span(&s.format),
+                "state.format",
+                format!("unknown format {other:?}; known: \"json\", \"text\", \"exit-code\""),
+            )),
+        }
+    }
+
+    /// A `state.pattern`: it compiles, names only known groups, and has a
+    /// `status` group when `status` comes from it.
+    fn pattern(
+        &self,
+        raw: &Spanned<String>,
+        needs_status: bool,
+    ) -> Result<regex::Regex, AdapterError> {
+        let re = regex::Regex::new(raw.get_ref()).map_err(|e| {
+            self.invalid(
+                raw.span(),
+                "state.pattern",
+                format!("not a regular expression: {e}"),
+            )
+        })?;
+        for name in re.capture_names().flatten() {
+            if !PATTERN_GROUPS.contains(&name) {
+                return Err(self.invalid(
+                    raw.span(),
+                    "state.pattern",
+                    format!(
+                        "unknown group (?P<{name}>); known: {}",
+                        PATTERN_GROUPS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let named_status = re.capture_names().flatten().any(|n| n == "status");
+        if needs_status && !named_status {
+            return Err(self.invalid(raw.span(), "state.pattern", "needs a (?P<status>...) group"));
+        }
+        if !needs_status && named_status {
+            return Err(self.invalid(
+                raw.span(),
+                "state.pattern",
+                "with format \"exit-code\" the exit code is the status: no (?P<status>...) group",
+            ));
+        }
+        Ok(re)
+    }
+
     fn pointer(&self, key: &str, raw: &Spanned<String>) -> Result<String, AdapterError> {
         let p = raw.get_ref();
         if !p.is_empty() && !p.starts_with('/') {
@@ -887,22 +1146,7 @@ impl Adapter {
 
         let state = match raw.state {
             Some(s) => {
-                let status = cx.pointer("state.status", &s.status)?;
-                let pid = s
-                    .pid
-                    .as_ref()
-                    .map(|p| cx.pointer("state.pid", p))
-                    .transpose()?;
-                let exit_code = s
-                    .exit_code
-                    .as_ref()
-                    .map(|p| cx.pointer("state.exit_code", p))
-                    .transpose()?;
-                let previous_exit_code = s
-                    .previous_exit_code
-                    .as_ref()
-                    .map(|p| cx.pointer("state.previous_exit_code", p))
-                    .transpose()?;
+                let (format, status, pid, exit_code, previous_exit_code) = cx.state_format(&s)?;
                 let mut words = Vec::new();
                 for (list, st) in [
                     (s.running, Status::Running),
@@ -913,6 +1157,7 @@ impl Adapter {
                     words.extend(list.into_iter().map(|w| (w, st)));
                 }
                 Some(StateParsing {
+                    format,
                     status,
                     pid,
                     exit_code,
@@ -1222,6 +1467,130 @@ mode = "argv"
         }
     }
 
+    /// MIN with a `state` command and this `[state]` table.
+    fn with_state(table: &str) -> Result<Adapter, AdapterError> {
+        parse(&format!(
+            "{MIN}[commands]\nstate = [\"x\", \"{{id}}\"]\n[state]\n{table}"
+        ))
+    }
+
+    #[test]
+    fn text_state_is_read_by_named_groups_whatever_the_exit_code() {
+        // supervisorctl status NAME: exits 3 when the program is not running.
+        let a = with_state(
+            "format = \"text\"\npattern = '^\\S+\\s+(?P<status>[A-Z]+)(?:\\s+pid (?P<pid>\\d+))?'\nrunning = [\"RUNNING\"]\nstopped = [\"STOPPED\", \"EXITED\"]\n",
+        )
+        .unwrap();
+        let sp = a.state.as_ref().unwrap();
+        assert_eq!(sp.pid.as_deref(), Some("pid"));
+        let o = sp
+            .parse(Some(0), b"web  RUNNING   pid 4242, uptime 0:00:05\n")
+            .unwrap();
+        assert_eq!((o.status, o.pid), (Some(Status::Running), Some(4242)));
+        let o = sp
+            .parse(Some(3), b"web  STOPPED   Dec 02 04:05 PM\n")
+            .unwrap();
+        assert_eq!((o.status, o.pid), (Some(Status::Stopped), None));
+        assert_eq!(o.raw["stdout"], "web  STOPPED   Dec 02 04:05 PM\n");
+        assert!(matches!(
+            sp.parse(Some(1), b"error: no such process\n"),
+            Err(StateParseError::NoMatch(_))
+        ));
+    }
+
+    #[test]
+    fn exit_code_state_maps_codes_to_statuses() {
+        // start-stop-daemon --status: 0 running, 1 dead with a pid file, 3 not running, 4 unknown.
+        let a = with_state(
+            "format = \"exit-code\"\nrunning = [\"0\"]\nstopped = [\"1\", \"3\"]\nunknown = [\"4\"]\n",
+        )
+        .unwrap();
+        let sp = a.state.as_ref().unwrap();
+        assert_eq!(
+            sp.parse(Some(0), b"").unwrap().status,
+            Some(Status::Running)
+        );
+        assert_eq!(
+            sp.parse(Some(3), b"").unwrap().status,
+            Some(Status::Stopped)
+        );
+        let o = sp.parse(Some(2), b"").unwrap();
+        assert_eq!((o.status, o.word.as_str()), (None, "2"));
+        assert!(sp.parse(None, b"").is_err(), "killed is no answer");
+        // A pattern reads the pid from stdout.
+        let a = with_state(
+            "format = \"exit-code\"\npattern = 'pid (?P<pid>\\d+)'\nrunning = [\"0\"]\nstopped = [\"3\"]\n",
+        )
+        .unwrap();
+        let o = a
+            .state
+            .as_ref()
+            .unwrap()
+            .parse(Some(0), b"up (pid 77)")
+            .unwrap();
+        assert_eq!((o.status, o.pid), (Some(Status::Running), Some(77)));
+    }
+
+    #[test]
+    fn json_state_needs_exit_0() {
+        let a = with_state("status = \"/status\"\nrunning = [\"r\"]\nstopped = [\"s\"]\n").unwrap();
+        let sp = a.state.as_ref().unwrap();
+        assert!(sp.parse(Some(0), br#"{"status":"r"}"#).is_ok());
+        assert!(matches!(
+            sp.parse(Some(1), br#"{"status":"r"}"#),
+            Err(StateParseError::Failed(Some(1)))
+        ));
+    }
+
+    #[test]
+    fn bad_state_formats_are_refused_with_their_key() {
+        let words = "running = [\"r\"]\nstopped = [\"s\"]\n";
+        for (table, says) in [
+            (
+                "format = \"xml\"\n",
+                "key `state.format`: unknown format \"xml\"",
+            ),
+            (
+                "format = \"text\"\n",
+                "key `state.pattern`: is required with format \"text\"",
+            ),
+            (
+                "format = \"text\"\npattern = '(?P<state>\\w+)'\n",
+                "unknown group (?P<state>)",
+            ),
+            (
+                "format = \"text\"\npattern = 'pid (?P<pid>\\d+)'\n",
+                "needs a (?P<status>...) group",
+            ),
+            (
+                "format = \"text\"\npattern = '('\n",
+                "not a regular expression",
+            ),
+            (
+                "format = \"text\"\npattern = '(?P<status>\\w+)'\npid = \"/pid\"\n",
+                "key `state.pid`: is a JSON pointer",
+            ),
+            (
+                "format = \"exit-code\"\npattern = '(?P<status>\\w+)'\n",
+                "the exit code is the status",
+            ),
+            (
+                "pattern = '(?P<status>\\w+)'\nstatus = \"/s\"\n",
+                "key `state.pattern`: is for format",
+            ),
+            (
+                "pid = \"/pid\"\n",
+                "key `state.status`: is required with format \"json\"",
+            ),
+        ] {
+            let e = with_state(&format!("{table}{words}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{table:?}: {e}");
+            assert!(e.starts_with("t.toml:"), "{e}");
+        }
+    }
+
     #[test]
     fn minimal_adapter_declares_nothing() {
         let a = parse(MIN).unwrap();
@@ -1372,7 +1741,7 @@ mode = "argv"
         #[test]
         fn state_output_parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let a = Adapter::embedded_refbox();
-            let _ = a.state.as_ref().unwrap().parse(&bytes);
+            let _ = a.state.as_ref().unwrap().parse(Some(0), &bytes);
         }
     }
 
@@ -1381,12 +1750,14 @@ mode = "argv"
         let a = Adapter::embedded_refbox();
         let sp = a.state.as_ref().unwrap();
         let o = sp
-            .parse(br#"{"id":"b","status":"running","pid":7}"#)
+            .parse(Some(0), br#"{"id":"b","status":"running","pid":7}"#)
             .unwrap();
         assert_eq!(o.status, Some(Status::Running));
         assert_eq!(o.pid, Some(7));
-        let o = sp.parse(br#"{"id":"b","status":"weird"}"#).unwrap();
+        let o = sp
+            .parse(Some(0), br#"{"id":"b","status":"weird"}"#)
+            .unwrap();
         assert_eq!(o.status, None);
-        assert!(sp.parse(b"nope").is_err());
+        assert!(sp.parse(Some(0), b"nope").is_err());
     }
 }

@@ -848,13 +848,15 @@ impl<'a> Scene<'a> {
     /// `state ID`, parsed when it can be.
     pub fn state(&mut self, id: &str) -> Result<(Run, Option<ObservedState>), NotStaged> {
         let run = self.op(Operation::State, Some(id), &[])?;
-        let parsed = if run.success() {
+        // Whether a non-zero exit is an answer is the format's to say
+        // (JSON: no; text and exit codes: yes).
+        let parsed = if run.timed_out {
+            None
+        } else {
             self.adapter
                 .state
                 .as_ref()
-                .and_then(|p| p.parse(run.stdout.as_bytes()).ok())
-        } else {
-            None
+                .and_then(|p| p.parse(run.code, run.stdout.as_bytes()).ok())
         };
         Ok((run, parsed))
     }

@@ -618,6 +618,73 @@ fn interrupted_runs_leave_no_world_dirs() -> Result<(), Failed> {
     }
 }
 
+/// refbox driven with its `state` read as text (a pattern with named
+/// groups) and as exit codes (a wrapper mapping its status to LSB-style
+/// codes), as supervisors that print no JSON are: every case that passes
+/// with JSON passes, none is not staged.
+fn text_and_exit_code_state_drive_refbox() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let base: toml::Table = doppel_conformance::adapter::EMBEDDED_REFBOX
+        .parse()
+        .map_err(|e: toml::de::Error| e.to_string())?;
+    let words =
+        |t: &mut toml::Table, running: &str, stopped: &str, created: &str, unknown: &str| {
+            for (k, v) in [
+                ("running", running),
+                ("stopped", stopped),
+                ("created", created),
+                ("unknown", unknown),
+            ] {
+                t.insert(k.into(), toml::Value::Array(vec![v.into()]));
+            }
+        };
+    let mut text = base.clone();
+    let mut st = toml::Table::new();
+    st.insert("format".into(), "text".into());
+    st.insert(
+        "pattern".into(),
+        r#"(?s)"status": "(?P<status>\w+)",\s*"pid": (?P<pid>\d+|null)"#.into(),
+    );
+    words(&mut st, "running", "stopped", "created", "unknown");
+    text.insert("state".into(), toml::Value::Table(st));
+    let mut codes = base;
+    let mut st = toml::Table::new();
+    st.insert("format".into(), "exit-code".into());
+    words(&mut st, "0", "3", "5", "4");
+    codes.insert("state".into(), toml::Value::Table(st));
+    let script = r#"out=$("$0" --root "$1" state "$2") || exit 1; case $out in *'"status": "running"'*) exit 0;; *'"status": "stopped"'*) exit 3;; *'"status": "created"'*) exit 5;; *) exit 4;; esac"#;
+    table(&mut codes, "commands").insert(
+        "state".into(),
+        toml::Value::Array(
+            ["/bin/sh", "-c", script, "{bindir}/refbox", "{root}", "{id}"]
+                .into_iter()
+                .map(toml::Value::from)
+                .collect(),
+        ),
+    );
+    let mut errors = Vec::new();
+    for (name, t) in [("text", text), ("exit-code", codes)] {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&p, toml::to_string(&t).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let adapter = p.display().to_string();
+        let (r, code) = run_json(&["--adapter", &adapter], &[])?;
+        for c in &r.cases {
+            if !matches!(c.outcome, Outcome::Pass | Outcome::NotApplicable { .. }) {
+                errors.push(format!("{name}: {}: {:?}", c.id, c.outcome));
+            }
+        }
+        if code != 0 || r.summary.pass < 25 {
+            errors.push(format!("{name}: exit {code}, {} passed", r.summary.pass));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n").into())
+    }
+}
+
 /// The uid `refbox_passes_as_an_ordinary_user` runs doppel as.
 const NOBODY: u32 = 65534;
 
@@ -728,6 +795,10 @@ fn main() -> std::process::ExitCode {
             do_nothing_runtimes_pass_nothing,
         ),
         Trial::test("untestable_runtimes_exit_3", untestable_runtimes_exit_3),
+        Trial::test(
+            "text_and_exit_code_state_drive_refbox",
+            text_and_exit_code_state_drive_refbox,
+        ),
         Trial::test("version_command_is_bounded", version_command_is_bounded),
         Trial::test(
             "interrupted_runs_leave_no_world_dirs",
