@@ -70,6 +70,9 @@ impl Machine {
                     " (refbox then kills payloads by PDEATHSIG + process group; no case is disabled)"
                 }
                 "per_ns_pid_max" => " (only the wraparound benchmark needs it)",
+                "netns" => {
+                    " (worlds then share the host's network: runtimes that bind abstract sockets or ports named after a box may collide in parallel worlds; no case is disabled)"
+                }
                 _ => "",
             };
             m.lines.push(match c.reason() {

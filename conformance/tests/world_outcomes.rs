@@ -419,9 +419,15 @@ fn transient_cli_children_are_noted_not_failed() -> Result<(), Failed> {
     let mut t: toml::Table = doppel_conformance::adapter::EMBEDDED_REFBOX
         .parse()
         .map_err(|e: toml::de::Error| e.to_string())?;
-    // `(true) &` then exec the real command: the child has nothing to do
-    // with the box, ends on its own and is reaped by init.
-    let wrap = ["/bin/sh", "-c", "(/bin/true) & exec \"$0\" \"$@\""];
+    // A child left behind, then exec the real command: the child has
+    // nothing to do with the box and ends on its own, reaped by init; for
+    // its first 0.3 s it is a shell carrying the command's argv (the box
+    // id with it), as a child between fork and exec does.
+    let wrap = [
+        "/bin/sh",
+        "-c",
+        "(/bin/sleep 0.3; /bin/true) & exec \"$0\" \"$@\"",
+    ];
     for (_, v) in table(&mut t, "commands").iter_mut() {
         if let toml::Value::Array(a) = v {
             let rest: Vec<toml::Value> = std::mem::take(a);

@@ -71,6 +71,9 @@ pub struct Capabilities {
     pub cgroup2_dir: Option<PathBuf>,
     /// pid_max is per PID namespace (Linux 6.14+).
     pub per_ns_pid_max: Capability,
+    /// A network namespace of a world's own, loopback up; without it
+    /// worlds share the host's network (see [`crate::world::WorldOptions`]).
+    pub netns: Capability,
 }
 
 impl Capabilities {
@@ -84,6 +87,10 @@ impl Capabilities {
     pub fn detect_uncached() -> Capabilities {
         let root = nix::unistd::getuid().is_root();
         let probe = run_probe();
+        let netns = match &probe {
+            Ok(p) => p.netns.clone(),
+            Err(e) => Err(e.clone()),
+        };
         let (userns, pidns, ns_last_pid, set_tid) = match probe {
             Ok(p) => {
                 let userns = match p.userns {
@@ -118,6 +125,7 @@ impl Capabilities {
             pidfs: Capability::from_result(pidfs),
             cgroup2: Capability::from_result(cgroup2),
             cgroup2_dir,
+            netns: Capability::from_result(netns),
             per_ns_pid_max: Capability::from_result(per_ns_pid_max),
         }
     }
@@ -144,6 +152,7 @@ impl Capabilities {
             ("pidfs", &self.pidfs),
             ("cgroup2", &self.cgroup2),
             ("per_ns_pid_max", &self.per_ns_pid_max),
+            ("netns", &self.netns),
         ]
     }
 

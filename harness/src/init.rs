@@ -98,6 +98,9 @@ pub struct WorldArgs {
     pub pid_max: Option<i32>,
     /// Place PIDs with ns_last_pid even where clone3 set_tid works.
     pub no_set_tid: bool,
+    /// Share the host's network namespace instead of a new one with only
+    /// loopback (`--host-network`).
+    pub host_network: bool,
 }
 
 /// A bad doppel-init command line.
@@ -129,6 +132,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitMode, 
     let mut workdir = None;
     let mut unmount = false;
     let mut pid_max = None;
+    let mut host_network = false;
     let mut no_set_tid = false;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -160,6 +164,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitMode, 
             }
             "--unmount-cgroup-unified" => unmount = true,
             "--no-set-tid" => no_set_tid = true,
+            "--host-network" => host_network = true,
             _ => return Err(InitArgsError::Unknown { arg: a }),
         }
     }
@@ -173,6 +178,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<InitMode, 
         unmount_cgroup_unified: unmount,
         pid_max,
         no_set_tid,
+        host_network,
     }))
 }
 
@@ -242,7 +248,16 @@ fn run_stub(args: WorldArgs) -> i32 {
         nix::sched::unshare(
             nix::sched::CloneFlags::CLONE_NEWPID | nix::sched::CloneFlags::CLONE_NEWNS,
         )
-        .map_err(|e| sys_err("unshare(CLONE_NEWPID|CLONE_NEWNS)", errno_of(e)))
+        .map_err(|e| sys_err("unshare(CLONE_NEWPID|CLONE_NEWNS)", errno_of(e)))?;
+        // A network namespace of the world's own, loopback up: runtimes and
+        // daemons name abstract unix sockets and ports after box ids, and
+        // parallel worlds must not collide on them.
+        if !args.host_network {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| sys_err("unshare(CLONE_NEWNET)", errno_of(e)))?;
+            sys::loopback_up().map_err(|e| sys_err("bring up lo", e))?;
+        }
+        Ok(())
     })();
     if let Err(e) = setup {
         let _ = write_frame(&mut control, &Response::SetupFailed(e));
@@ -1342,6 +1357,8 @@ pub struct ProbeReport {
     pub ns_last_pid: Result<(), String>,
     /// clone3 with set_tid inside the new PID namespace.
     pub set_tid: Result<(), String>,
+    /// unshare(CLONE_NEWNET) with loopback up, after the PID namespace.
+    pub netns: Result<(), String>,
 }
 
 fn errno_text(errno: i32) -> String {
@@ -1383,13 +1400,15 @@ pub fn probe() -> ProbeReport {
         pidns: Err("not probed".into()),
         ns_last_pid: Err("not probed".into()),
         set_tid: Err("not probed".into()),
+        netns: Err("not probed".into()),
     };
     if !root {
         if let Err(e) = &userns {
             let why = format!("needs a user namespace (not root), which failed: {e}");
             report.pidns = Err(why.clone());
             report.ns_last_pid = Err(why.clone());
-            report.set_tid = Err(why);
+            report.set_tid = Err(why.clone());
+            report.netns = Err(why);
             return report;
         }
     }
@@ -1418,6 +1437,12 @@ pub fn probe() -> ProbeReport {
             return 1;
         }
         let _ = writeln!(w, "pidns\tok");
+        let net = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare(CLONE_NEWNET): {}", errno_text(errno_of(e))))
+            .and_then(|()| {
+                sys::loopback_up().map_err(|e| format!("bring up lo: {}", errno_text(e)))
+            });
+        let _ = writeln!(w, "netns\t{}", net.err().unwrap_or("ok".into()));
         in_child(|| {
             use nix::mount::{MsFlags, mount};
             let m = mount(
@@ -1487,6 +1512,7 @@ pub fn probe() -> ProbeReport {
             "pidns" => report.pidns = val,
             "ns_last_pid" => report.ns_last_pid = val,
             "set_tid" => report.set_tid = val,
+            "netns" => report.netns = val,
             _ => {}
         }
     }
@@ -1519,6 +1545,7 @@ mod tests {
                 unmount_cgroup_unified: false,
                 pid_max: Some(500),
                 no_set_tid: false,
+                host_network: false,
             }))
         );
         assert_eq!(

@@ -478,3 +478,34 @@ pub fn kill(pid: i32, sig: i32) -> Result<(), Errno> {
     let r = unsafe { libc::kill(pid, sig) };
     if r < 0 { Err(last_errno()) } else { Ok(()) }
 }
+
+/// Brings up the loopback interface (`lo`) of this process's network
+/// namespace (a new one starts with it down).
+pub fn loopback_up() -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )
+    .map_err(|e| e.raw_os_error())?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value (an empty
+    // name, no flags).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into
+    // `req`, which lives across the call; `sock` is an open socket.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: the union's flags member is the one SIOCGIFFLAGS filled in.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}

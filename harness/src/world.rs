@@ -63,6 +63,12 @@ pub struct WorldOptions {
     /// Place PIDs through `ns_last_pid` even where clone3 `set_tid` works
     /// (to exercise the fallback).
     pub force_ns_last_pid: bool,
+    /// Share the host's network namespace. By default a world gets one of
+    /// its own with only loopback (up), so abstract unix sockets and ports
+    /// named after box ids cannot collide between parallel worlds; where
+    /// this machine cannot make one ([`crate::Capabilities::netns`]) the
+    /// world shares the host's and [`World::own_network`] says so.
+    pub host_network: bool,
 }
 
 impl Default for WorldOptions {
@@ -74,6 +80,7 @@ impl Default for WorldOptions {
             pid_max: None,
             open_timeout: Duration::from_secs(10),
             force_ns_last_pid: false,
+            host_network: false,
         }
     }
 }
@@ -260,6 +267,7 @@ pub struct World {
     pid_max: i32,
     userns: bool,
     set_tid: bool,
+    own_network: bool,
     pid_ns_inode: u64,
     workdir: PathBuf,
     host_root: PathBuf,
@@ -436,6 +444,10 @@ impl World {
         if opts.force_ns_last_pid {
             cmd.arg("--no-set-tid");
         }
+        let own_network = !opts.host_network && crate::Capabilities::detect().netns.is_available();
+        if !own_network {
+            cmd.arg("--host-network");
+        }
         if let Some(m) = opts.pid_max {
             cmd.arg("--pid-max").arg(m.to_string());
         }
@@ -544,6 +556,7 @@ impl World {
             pid_max,
             userns,
             set_tid,
+            own_network,
             pid_ns_inode,
             host_root,
             files,
@@ -877,6 +890,13 @@ impl World {
     /// True when the world runs in its own user namespace (harness not root).
     pub fn in_user_namespace(&self) -> bool {
         self.userns
+    }
+
+    /// True when the world has a network namespace of its own (loopback
+    /// only), false when it shares the host's (see
+    /// [`WorldOptions::host_network`]).
+    pub fn own_network(&self) -> bool {
+        self.own_network
     }
 
     /// True when init places PIDs with clone3 `set_tid` (else `ns_last_pid`).

@@ -22,6 +22,8 @@ pub enum Need {
     CgroupUnified,
     /// Running as root.
     Root,
+    /// Worlds, and `python3` on the host (to open sockets in a world).
+    Python3,
     /// Not a test: a process another test starts (`--ignored --exact NAME`).
     HelperProcess,
 }
@@ -52,6 +54,10 @@ impl Need {
                 (!on_host).then(|| "no /sys/fs/cgroup/unified mount on this host".to_string())
             }),
             Need::Root => (!caps.root).then(|| "not root".to_string()),
+            Need::Python3 => worlds().or_else(|| {
+                (!std::path::Path::new("/usr/bin/python3").exists())
+                    .then(|| "no /usr/bin/python3".to_string())
+            }),
             Need::HelperProcess => Some("a helper process another test starts".to_string()),
         }
     }
