@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::{Adapter, Operation, RuntimeCapability};
 use crate::scene::Scene;
+pub use doppel_fixtures::flaw::Flaw;
 
 /// How binding a case is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -244,6 +245,50 @@ impl<E: std::error::Error> From<E> for Halt {
 /// What a case body returns.
 pub type Verdict = Result<Outcome, Halt>;
 
+/// A runtime a case is proven to fail on: the proof that it can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Caught {
+    /// flawbox with this flaw, driven by its full adapter.
+    Flaw(Flaw),
+    /// flawbox with this flaw, driven as a run-only CLI (its adapter
+    /// without [`Caught::RUN_ONLY_DROPS`]): the shape's sweeps and scenes
+    /// are shown to reach such runtimes.
+    RunOnly(Flaw),
+    /// The naive pid-file runtime of `conformance/tests/naive`.
+    Naive,
+}
+
+impl Caught {
+    /// The operations a run-only CLI lacks.
+    pub const RUN_ONLY_DROPS: &'static [Operation] = &[Operation::Create, Operation::Start];
+
+    /// `kill0-liveness`, `respawn-on-kill@run-only`, `naive`: the name
+    /// tests and reports use.
+    pub fn label(&self) -> String {
+        match self {
+            Caught::Flaw(f) => f.name().to_string(),
+            Caught::RunOnly(f) => format!("{}@run-only", f.name()),
+            Caught::Naive => "naive".to_string(),
+        }
+    }
+
+    /// The flawbox flaw, if this is one.
+    pub fn flaw(&self) -> Option<Flaw> {
+        match self {
+            Caught::Flaw(f) | Caught::RunOnly(f) => Some(*f),
+            Caught::Naive => None,
+        }
+    }
+
+    /// The operations the runtime's adapter lacks in this shape.
+    pub fn dropped_ops(&self) -> &'static [Operation] {
+        match self {
+            Caught::RunOnly(_) => Self::RUN_ONLY_DROPS,
+            _ => &[],
+        }
+    }
+}
+
 /// One conformance check.
 #[derive(Debug, Clone, Copy)]
 pub struct Case {
@@ -264,11 +309,9 @@ pub struct Case {
     /// Other adapter declarations needed (file templates, record fields,
     /// state pointers).
     pub needs: &'static [AdapterNeed],
-    /// Flaws proven to make this case fail: flawbox flaw names
-    /// (`FLAWBOX_FLAW`), `name@run-only` for flawbox driven as a run-only
-    /// CLI (no create, no start), or `naive` for the pid-file runtime in
-    /// tests/naive. Checked by tests/world_outcomes.rs.
-    pub caught_by: &'static [&'static str],
+    /// Runtimes proven to make this case fail (see [`Caught`]). Checked
+    /// by tests/world_outcomes.rs.
+    pub caught_by: &'static [Caught],
     /// The body: sets the scene in a fresh world, asks the runtime, judges.
     pub run: fn(&mut Scene<'_>) -> Verdict,
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use doppel_conformance::catalog::Outcome;
+use doppel_conformance::catalog::{Caught, Flaw, Outcome};
 use doppel_conformance::report::Report;
 use doppel_conformance::world::Machine;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -69,52 +69,39 @@ fn refbox_passes_every_case() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Runtime shapes a flaw can be shown in (`flaw@shape` in `caught_by`):
-/// flawbox's adapter with operations taken out, as a CLI of that shape
-/// would have it.
-const SHAPES: [(&str, &[&str]); 1] = [
-    // A run-only CLI: no create, no start.
-    ("run-only", &["create", "start"]),
-];
-
-/// flawbox's adapter file, or its `shape` (see [`SHAPES`]) written to `dir`.
-fn flawbox_adapter(dir: &Path, shape: Option<&str>) -> Result<PathBuf, Failed> {
+/// flawbox's adapter file, or, for a flaw shown in another runtime shape
+/// ([`Caught::dropped_ops`]), that adapter without those operations,
+/// written to `dir`.
+fn flawbox_adapter(dir: &Path, caught: Caught) -> Result<PathBuf, Failed> {
     let flawbox = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/adapters/flawbox.toml");
-    let Some(shape) = shape else {
+    let drop = caught.dropped_ops();
+    if drop.is_empty() {
         return Ok(flawbox);
-    };
-    let (_, drop) = SHAPES
-        .iter()
-        .find(|(name, _)| *name == shape)
-        .ok_or_else(|| format!("unknown runtime shape {shape:?}"))?;
+    }
     let text = std::fs::read_to_string(&flawbox).map_err(|e| e.to_string())?;
     let mut t: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
-    for op in *drop {
-        table(&mut t, "commands").remove(*op);
+    for op in drop {
+        table(&mut t, "commands").remove(&op.to_string());
     }
-    let p = dir.join(format!("flawbox-{shape}.toml"));
+    let p = dir.join("flawbox-shaped.toml");
     std::fs::write(&p, toml::to_string(&t).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     Ok(p)
 }
 
-/// Runs the cases that claim `flaw` (see `Case::caught_by`; `name@shape`
-/// for flawbox in a runtime shape of [`SHAPES`]) against the flawed
-/// runtime and requires every one of them to fail.
-fn flaw_is_caught(flaw: &'static str) -> Result<(), Failed> {
+/// Runs the cases that claim `caught` (see `Case::caught_by`) against
+/// that runtime and requires every one of them to fail.
+fn flaw_is_caught(caught: Caught) -> Result<(), Failed> {
     let cases: Vec<&str> = doppel_conformance::cases::ALL
         .iter()
-        .filter(|c| c.caught_by.contains(&flaw))
+        .filter(|c| c.caught_by.contains(&caught))
         .map(|c| c.id)
         .collect();
-    let (name, shape) = match flaw.split_once('@') {
-        Some((n, s)) => (n, Some(s)),
-        None => (flaw, None),
-    };
+    let flaw = caught.label();
     let naive = naive_dir();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let flawbox = flawbox_adapter(dir.path(), shape)?;
-    let mut args: Vec<String> = if flaw == "naive" {
+    let flawbox = flawbox_adapter(dir.path(), caught)?;
+    let mut args: Vec<String> = if caught == Caught::Naive {
         vec![
             "--adapter".into(),
             naive.join("naive.toml").display().to_string(),
@@ -132,7 +119,12 @@ fn flaw_is_caught(flaw: &'static str) -> Result<(), Failed> {
         // Hangs (FIFO, 1 TiB reads) are caught at the deadline; keep it short.
         &[
             ("DOPPEL_COMMAND_DEADLINE_MS", "1000"),
-            ("FLAWBOX_FLAW", name),
+            (
+                "FLAWBOX_FLAW",
+                caught
+                    .flaw()
+                    .map_or("", doppel_conformance::catalog::Flaw::name),
+            ),
         ],
     )?;
     let got = outcomes(&r);
@@ -173,27 +165,6 @@ fn every_case_is_paired_with_a_flaw() -> Result<(), Failed> {
         .collect();
     if !unpaired.is_empty() {
         return Err(format!("cases no flaw is shown to fail: {unpaired:?}").into());
-    }
-    // Every name a case claims is a flaw flawbox has (or the naive
-    // runtime), in a shape this test can make: a misspelt one would be
-    // caught only where worlds open, as a flawbox refusing the name.
-    let unknown: Vec<String> = doppel_conformance::cases::ALL
-        .iter()
-        .flat_map(|c| c.caught_by.iter().map(move |f| (c.id, *f)))
-        .filter(|(_, f)| {
-            let (name, shape) = match f.split_once('@') {
-                Some((n, s)) => (n, Some(s)),
-                None => (*f, None),
-            };
-            let known_name =
-                name == "naive" || doppel_fixtures::flaws::Flaw::from_name(name).is_some();
-            let known_shape = shape.is_none_or(|s| SHAPES.iter().any(|(n, _)| *n == s));
-            !(known_name && known_shape && !(name == "naive" && shape.is_some()))
-        })
-        .map(|(id, f)| format!("{id}: {f}"))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(format!("caught_by names no known flaw or shape: {unknown:?}").into());
     }
     if !not_run.is_empty() {
         return Err(format!("cases refbox's adapter cannot run: {not_run:?}").into());
@@ -769,7 +740,7 @@ fn refbox_passes_as_an_ordinary_user() -> Result<(), Failed> {
 }
 
 /// The flaw only a helper with cgroups can show.
-const CGROUP_FLAW: &str = "helper-forgets-boxes";
+const CGROUP_FLAW: Caught = Caught::Flaw(Flaw::HelperForgetsBoxes);
 
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
@@ -783,7 +754,7 @@ fn main() -> std::process::ExitCode {
     if let Some(why) = &nobody {
         eprintln!("refbox_passes_as_an_ordinary_user ignored: {why}");
     }
-    let mut flaws: Vec<&'static str> = doppel_conformance::cases::ALL
+    let mut flaws: Vec<Caught> = doppel_conformance::cases::ALL
         .iter()
         .flat_map(|c| c.caught_by.iter().copied())
         .collect();
@@ -830,11 +801,14 @@ fn main() -> std::process::ExitCode {
         None => doppel_conformance::cgroup::CgroupDir::create().err(),
     };
     if let Some(why) = &no_cgroup {
-        eprintln!("caught::{CGROUP_FLAW} ignored: no writable cgroup2 ({why})");
+        eprintln!(
+            "caught::{} ignored: no writable cgroup2 ({why})",
+            CGROUP_FLAW.label()
+        );
     }
     trials.extend(flaws.into_iter().map(|f| {
         let needs_cgroup = f == CGROUP_FLAW && no_cgroup.is_some();
-        Trial::test(format!("caught::{f}"), move || flaw_is_caught(f))
+        Trial::test(format!("caught::{}", f.label()), move || flaw_is_caught(f))
             .with_ignored_flag(needs_cgroup)
     }));
     let mut trials: Vec<Trial> = trials

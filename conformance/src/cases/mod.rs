@@ -5,9 +5,10 @@
 
 use crate::adapter::{Operation as Op, RuntimeCapability as Cap, Status};
 use crate::catalog::{
-    AdapterNeed as N, Case, Halt, Level, MachineNeed as M, NotStaged, Outcome, Verdict,
+    AdapterNeed as N, Case, Caught as C, Halt, Level, MachineNeed as M, NotStaged, Outcome, Verdict,
 };
 use crate::scene::{Impostor, ImpostorKind, Run, Scene};
+use doppel_fixtures::flaw::Flaw as F;
 
 mod crash;
 mod files;
@@ -31,7 +32,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State],
         caps: &[],
-        caught_by: &["kill0-liveness", "naive", "do-nothing"],
+        caught_by: &[C::Flaw(F::Kill0Liveness), C::Naive, C::Flaw(F::DoNothing)],
         run: identity::recycled_pid_not_alive,
     },
     Case {
@@ -43,7 +44,11 @@ pub static ALL: &[Case] = &[
         needs: &[N::IdentityStartTime],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
-        caught_by: &["start-time-only", "kill0-liveness", "do-nothing"],
+        caught_by: &[
+            C::Flaw(F::StartTimeOnly),
+            C::Flaw(F::Kill0Liveness),
+            C::Flaw(F::DoNothing),
+        ],
         run: identity::same_tick_impostor,
     },
     Case {
@@ -55,7 +60,12 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
-        caught_by: &["kill0-liveness", "substring-id", "naive", "do-nothing"],
+        caught_by: &[
+            C::Flaw(F::Kill0Liveness),
+            C::Flaw(F::SubstringId),
+            C::Naive,
+            C::Flaw(F::DoNothing),
+        ],
         run: identity::same_exe_impostor,
     },
     Case {
@@ -67,7 +77,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::Kill, Op::DeleteForce],
         caps: &[],
-        caught_by: &["kill0-liveness", "naive", "do-nothing"],
+        caught_by: &[C::Flaw(F::Kill0Liveness), C::Naive, C::Flaw(F::DoNothing)],
         run: stop::never_signals_foreign,
     },
     Case {
@@ -80,10 +90,10 @@ pub static ALL: &[Case] = &[
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
         caught_by: &[
-            "stop-spawns",
-            "respawn-on-kill",
-            "respawn-on-kill@run-only",
-            "do-nothing",
+            C::Flaw(F::StopSpawns),
+            C::Flaw(F::RespawnOnKill),
+            C::RunOnly(F::RespawnOnKill),
+            C::Flaw(F::DoNothing),
         ],
         run: stop::never_spawns,
     },
@@ -96,7 +106,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::IdentityRecord],
         ops: &[Op::Run, Op::Kill],
         caps: &[],
-        caught_by: &["naive", "do-nothing"],
+        caught_by: &[C::Naive, C::Flaw(F::DoNothing)],
         run: stop::signal_targets_sane,
     },
     Case {
@@ -108,7 +118,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::Kill],
         caps: &[],
-        caught_by: &["wrong-signal", "do-nothing"],
+        caught_by: &[C::Flaw(F::WrongSignal), C::Flaw(F::DoNothing)],
         run: stop::signal_delivered,
     },
     Case {
@@ -120,7 +130,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
-        caught_by: &["trusts-nothing", "do-nothing"],
+        caught_by: &[C::Flaw(F::TrustsNothing), C::Flaw(F::DoNothing)],
         run: recovery::adopts_live_box,
     },
     Case {
@@ -132,7 +142,12 @@ pub static ALL: &[Case] = &[
         needs: &[N::LegacyRecord, N::BoxDir],
         ops: &[Op::Run, Op::State, Op::Recover],
         caps: &[],
-        caught_by: &["kill0-liveness", "start-time-only", "naive", "do-nothing"],
+        caught_by: &[
+            C::Flaw(F::Kill0Liveness),
+            C::Flaw(F::StartTimeOnly),
+            C::Naive,
+            C::Flaw(F::DoNothing),
+        ],
         run: recovery::unverifiable_not_orphaned,
     },
     Case {
@@ -144,7 +159,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::LegacyRecord],
         ops: &[Op::Run, Op::State, Op::Kill],
         caps: &[],
-        caught_by: &["kill0-liveness", "naive", "do-nothing"],
+        caught_by: &[C::Flaw(F::Kill0Liveness), C::Naive, C::Flaw(F::DoNothing)],
         run: recovery::legacy_record_read,
     },
     Case {
@@ -156,7 +171,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::ExitEvidence],
         ops: &[Op::Run, Op::Start, Op::State],
         caps: &[],
-        caught_by: &["drops-crash-evidence", "do-nothing"],
+        caught_by: &[C::Flaw(F::DropsCrashEvidence), C::Flaw(F::DoNothing)],
         run: recovery::crash_evidence_kept,
     },
     Case {
@@ -168,7 +183,11 @@ pub static ALL: &[Case] = &[
         needs: &[N::IdentityBootId],
         ops: &[Op::Run, Op::State, Op::Kill, Op::Recover],
         caps: &[],
-        caught_by: &["kill0-liveness", "start-time-only", "do-nothing"],
+        caught_by: &[
+            C::Flaw(F::Kill0Liveness),
+            C::Flaw(F::StartTimeOnly),
+            C::Flaw(F::DoNothing),
+        ],
         run: recovery::reboot_detected,
     },
     Case {
@@ -180,7 +199,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::Kill, Op::DeleteForce],
         caps: &[],
-        caught_by: &["substring-id", "naive", "do-nothing"],
+        caught_by: &[C::Flaw(F::SubstringId), C::Naive, C::Flaw(F::DoNothing)],
         run: ids::prefix_collision,
     },
     Case {
@@ -192,7 +211,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::RecordedPid],
         ops: &[Op::Run],
         caps: &[Cap::Shim],
-        caught_by: &["records-payload-pid", "do-nothing"],
+        caught_by: &[C::Flaw(F::RecordsPayloadPid), C::Flaw(F::DoNothing)],
         run: ids::argv_exact,
     },
     Case {
@@ -204,7 +223,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
-        caught_by: &["uncapped-read", "naive", "do-nothing"],
+        caught_by: &[C::Flaw(F::UncappedRead), C::Naive, C::Flaw(F::DoNothing)],
         run: files::oversized_record,
     },
     Case {
@@ -216,7 +235,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover],
         caps: &[],
-        caught_by: &["uncapped-read", "naive", "do-nothing"],
+        caught_by: &[C::Flaw(F::UncappedRead), C::Naive, C::Flaw(F::DoNothing)],
         run: files::fifo_record,
     },
     Case {
@@ -228,7 +247,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateOrIdentityFile, N::RecordedPid],
         ops: &[Op::Run, Op::State, Op::List, Op::Recover, Op::DeleteForce],
         caps: &[],
-        caught_by: &["naive", "follows-symlinks", "do-nothing"],
+        caught_by: &[C::Naive, C::Flaw(F::FollowsSymlinks), C::Flaw(F::DoNothing)],
         run: files::symlink_record,
     },
     Case {
@@ -240,7 +259,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::State],
         caps: &[],
-        caught_by: &["naive", "do-nothing"],
+        caught_by: &[C::Naive, C::Flaw(F::DoNothing)],
         run: files::garbage_record,
     },
     Case {
@@ -252,7 +271,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::StateFile, N::RecordedPid],
         ops: &[Op::Run, Op::List, Op::Recover],
         caps: &[],
-        caught_by: &["uncapped-read", "naive", "do-nothing"],
+        caught_by: &[C::Flaw(F::UncappedRead), C::Naive, C::Flaw(F::DoNothing)],
         run: files::bad_record_isolated,
     },
     Case {
@@ -264,7 +283,12 @@ pub static ALL: &[Case] = &[
         needs: &[N::BoxDir, N::RecordedPid],
         ops: &[Op::Run],
         caps: &[],
-        caught_by: &["open-modes", "chmod-after-create", "naive", "do-nothing"],
+        caught_by: &[
+            C::Flaw(F::OpenModes),
+            C::Flaw(F::ChmodAfterCreate),
+            C::Naive,
+            C::Flaw(F::DoNothing),
+        ],
         run: files::private_dirs,
     },
     Case {
@@ -276,7 +300,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::Sentinel, N::RecordedPid],
         ops: &[Op::Run, Op::Cleanup],
         caps: &[Cap::LogSentinels],
-        caught_by: &["naive", "do-nothing"],
+        caught_by: &[C::Naive, C::Flaw(F::DoNothing)],
         run: sentinels::stale_log_cleanup,
     },
     Case {
@@ -288,7 +312,7 @@ pub static ALL: &[Case] = &[
         needs: &[],
         ops: &[Op::Run],
         caps: &[],
-        caught_by: &["hides-run-failure", "do-nothing"],
+        caught_by: &[C::Flaw(F::HidesRunFailure), C::Flaw(F::DoNothing)],
         run: stop::unrunnable_payload_fails,
     },
     Case {
@@ -300,7 +324,7 @@ pub static ALL: &[Case] = &[
         needs: &[],
         ops: &[Op::Run],
         caps: &[],
-        caught_by: &["zombie-leak", "do-nothing"],
+        caught_by: &[C::Flaw(F::ZombieLeak), C::Flaw(F::DoNothing)],
         run: zombies::none_after_failures,
     },
     Case {
@@ -312,7 +336,7 @@ pub static ALL: &[Case] = &[
         needs: &[],
         ops: &[],
         caps: &[Cap::Daemon],
-        caught_by: &["waitpid-any", "do-nothing"],
+        caught_by: &[C::Flaw(F::WaitpidAny), C::Flaw(F::DoNothing)],
         run: zombies::reaper_scoped,
     },
     Case {
@@ -324,7 +348,11 @@ pub static ALL: &[Case] = &[
         needs: &[],
         ops: &[Op::State, Op::DeleteForce],
         caps: &[],
-        caught_by: &["in-place-writes", "in-place-writes@run-only", "do-nothing"],
+        caught_by: &[
+            C::Flaw(F::InPlaceWrites),
+            C::RunOnly(F::InPlaceWrites),
+            C::Flaw(F::DoNothing),
+        ],
         run: crash::runtime_killed_mid_op,
     },
     Case {
@@ -336,7 +364,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &["helper-forgets-boxes", "do-nothing"],
+        caught_by: &[C::Flaw(F::HelperForgetsBoxes), C::Flaw(F::DoNothing)],
         run: helper::helper_killed,
     },
     Case {
@@ -348,7 +376,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &["helper-any-signal", "do-nothing"],
+        caught_by: &[C::Flaw(F::HelperAnySignal), C::Flaw(F::DoNothing)],
         run: helper::signal_allowlist,
     },
     Case {
@@ -360,7 +388,7 @@ pub static ALL: &[Case] = &[
         needs: &[N::HelperCommands, N::RecordedPid],
         ops: &[Op::State],
         caps: &[Cap::Helper],
-        caught_by: &["helper-cmdline-auth", "do-nothing"],
+        caught_by: &[C::Flaw(F::HelperCmdlineAuth), C::Flaw(F::DoNothing)],
         run: helper::cgroup_authorization,
     },
     Case {
@@ -372,7 +400,7 @@ pub static ALL: &[Case] = &[
         needs: &[],
         ops: &[Op::RunSecret],
         caps: &[Cap::SecretsStdin],
-        caught_by: &["secrets-in-argv", "do-nothing"],
+        caught_by: &[C::Flaw(F::SecretsInArgv), C::Flaw(F::DoNothing)],
         run: secrets::not_in_proc,
     },
 ];
