@@ -529,6 +529,10 @@ pub(crate) fn replace_with_impostor(
     s.impostor_at(pid, kind)
 }
 
+/// How long a delivered signal may take to show in the census (a payload's
+/// handler starting its marker): as long as a box may take to reach a status.
+pub(crate) const SIGNAL_MARK_DEADLINE: std::time::Duration = crate::scene::STATUS_DEADLINE;
+
 /// How long processes that are being killed get to be gone.
 pub(crate) const SETTLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 

@@ -221,7 +221,7 @@ fn markers(s: &mut Scene<'_>) -> Result<std::collections::BTreeMap<u32, usize>, 
 }
 
 /// How long a delivered signal may take to show as a marker.
-const MARK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+const MARK_DEADLINE: std::time::Duration = super::SIGNAL_MARK_DEADLINE;
 
 /// Polls the markers until `done` holds (deadline [`MARK_DEADLINE`]); the
 /// last count either way.
