@@ -5,7 +5,7 @@
 //! The suite writes no other cgroup file: never one a host workload uses.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Set (to anything) to give scenes no cgroup, as on a machine without a
 /// writable cgroup2: helpers then run their fallback.
@@ -79,10 +79,13 @@ fn subdirs_deepest_first(dir: &Path) -> Vec<PathBuf> {
 impl Drop for CgroupDir {
     fn drop(&mut self) {
         let _ = std::fs::write(self.path.join("cgroup.kill"), b"1");
-        let deadline = Instant::now() + EMPTY_DEADLINE;
-        while populated(&self.path) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let _ = doppel_harness::poll::until(EMPTY_DEADLINE, Duration::from_millis(1), || {
+            Ok::<_, std::convert::Infallible>(if populated(&self.path) {
+                std::ops::ControlFlow::Continue(())
+            } else {
+                std::ops::ControlFlow::Break(())
+            })
+        });
         for d in subdirs_deepest_first(&self.path) {
             let _ = std::fs::remove_dir(d);
         }

@@ -9,7 +9,7 @@
 //! stderr.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use doppel_fixtures::bundle::{self, BundleSpec};
 
@@ -164,16 +164,22 @@ fn remove_cgroups(cgroup_root: &Path, paths: &[String]) -> Vec<PathBuf> {
             if !dir.is_dir() {
                 continue;
             }
-            let deadline = Instant::now() + CGROUP_RMDIR_DEADLINE;
             // A cgroup stays busy for a moment after its last task exits.
-            while let Err(e) = std::fs::remove_dir(&dir) {
-                if e.kind() == std::io::ErrorKind::NotFound || Instant::now() >= deadline {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        eprintln!("doppel: cannot remove cgroup {}: {e}", dir.display());
-                    }
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
+            let removed = doppel_harness::poll::until(
+                CGROUP_RMDIR_DEADLINE,
+                doppel_harness::poll::STEP,
+                || {
+                    Ok::<_, std::convert::Infallible>(match std::fs::remove_dir(&dir) {
+                        Ok(()) => std::ops::ControlFlow::Break(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            std::ops::ControlFlow::Break(())
+                        }
+                        Err(e) => std::ops::ControlFlow::Continue(e),
+                    })
+                },
+            );
+            if let Ok(Err(e)) = removed {
+                eprintln!("doppel: cannot remove cgroup {}: {e}", dir.display());
             }
             found.push(dir);
         }

@@ -4,9 +4,12 @@
 //! ends when the scene is dropped.
 
 use std::fmt;
+use std::ops::ControlFlow;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use doppel_harness::poll;
 
 use crate::adapter::{Adapter, ObservedState, Operation, Status, Vars, record_get, record_set};
 use crate::catalog::{Case, Halt, NotStaged};
@@ -612,22 +615,27 @@ impl<'a> Scene<'a> {
             return Ok(());
         }
         let start = Instant::now();
-        loop {
-            let census = self.census()?;
-            let left = crate::oci::runtime_processes(&census.procs, &argv0, &before);
-            if left.is_empty() {
-                return Ok(());
-            }
-            if start.elapsed() >= crate::oci::SETTLE_DEADLINE {
-                self.transcript.push(format!(
-                    "the runtime's own processes were still there {} ms after its command returned: {}",
-                    start.elapsed().as_millis(),
-                    left.join(", ")
-                ));
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        let settled = poll::until(
+            crate::oci::SETTLE_DEADLINE,
+            Duration::from_millis(2),
+            || {
+                let census = self.census()?;
+                let left = crate::oci::runtime_processes(&census.procs, &argv0, &before);
+                Ok::<_, NotStaged>(if left.is_empty() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(left)
+                })
+            },
+        )?;
+        if let Err(left) = settled {
+            self.transcript.push(format!(
+                "the runtime's own processes were still there {} ms after its command returned: {}",
+                start.elapsed().as_millis(),
+                left.join(", ")
+            ));
         }
+        Ok(())
     }
 
     /// [`Scene::run_box`] that must succeed (else the scene is not staged).
@@ -778,28 +786,29 @@ impl<'a> Scene<'a> {
         }
         let observable = self.adapter.has(Operation::State) && self.adapter.state.is_some();
         if observable {
-            let deadline = Instant::now() + STATUS_DEADLINE;
-            loop {
+            // No parseable answer at all ends the wait at once: nothing
+            // is on its way to the status wanted.
+            let answer = poll::until(STATUS_DEADLINE, poll::STEP, || {
                 let (run, st) = self.state(id)?;
-                let Some(st) = st else {
-                    return Ok(Err(format!(
+                Ok::<_, NotStaged>(match st {
+                    None => ControlFlow::Break(Err(format!(
                         "state {id} gives no parseable answer: {}",
                         run.summary()
-                    )));
-                };
-                if st.status.is_some_and(|x| want.contains(&x)) {
-                    pid = pid.or(st.pid);
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Ok(Err(format!(
+                    ))),
+                    Some(st) if st.status.is_some_and(|x| want.contains(&x)) => {
+                        ControlFlow::Break(Ok(st.pid))
+                    }
+                    Some(st) => ControlFlow::Continue(format!(
                         "state {id} still says {:?} after {} s: {}",
                         st.word,
                         STATUS_DEADLINE.as_secs(),
                         run.summary()
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(5));
+                    )),
+                })
+            })?;
+            match answer {
+                Ok(Ok(reported)) => pid = pid.or(reported),
+                Ok(Err(why)) | Err(why) => return Ok(Err(why)),
             }
         }
         if !running {
@@ -886,30 +895,32 @@ impl<'a> Scene<'a> {
         id: &str,
         want: &[Status],
     ) -> Result<Result<(), String>, NotStaged> {
-        let deadline = Instant::now() + STATUS_DEADLINE;
-        loop {
+        let reached = poll::until(STATUS_DEADLINE, poll::STEP, || {
             let (run, st) = self.state(id)?;
-            if st
-                .as_ref()
-                .and_then(|s| s.status)
-                .is_some_and(|s| want.contains(&s))
-            {
-                return Ok(Ok(()));
-            }
-            if Instant::now() >= deadline {
-                let want = want
-                    .iter()
-                    .map(|w| w.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" or ");
-                return Ok(Err(format!(
-                    "box {id} did not reach {want} within {} s: {}",
-                    STATUS_DEADLINE.as_secs(),
-                    run.summary()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            Ok::<_, NotStaged>(
+                if st
+                    .as_ref()
+                    .and_then(|s| s.status)
+                    .is_some_and(|s| want.contains(&s))
+                {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(run)
+                },
+            )
+        })?;
+        Ok(reached.map_err(|run| {
+            let want = want
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join(" or ");
+            format!(
+                "box {id} did not reach {want} within {} s: {}",
+                STATUS_DEADLINE.as_secs(),
+                run.summary()
+            )
+        }))
     }
 
     /// The world path of a file template the case lists among its needs
@@ -1190,21 +1201,18 @@ impl<'a> Scene<'a> {
     /// `Ok(Err(why))` when it is still there at the deadline: for the case
     /// to judge when ending it was the runtime's job.
     pub fn await_gone(&mut self, pid: i32) -> Result<Result<(), String>, NotStaged> {
-        let deadline = Instant::now() + STATUS_DEADLINE;
-        loop {
-            let census = self.census()?;
-            let Some(p) = census.get(pid) else {
-                return Ok(Ok(()));
-            };
-            if Instant::now() >= deadline {
-                return Ok(Err(format!(
-                    "pid {pid} {:?} was still there {} s later",
-                    p.cmdline,
-                    STATUS_DEADLINE.as_secs()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let gone = poll::until(STATUS_DEADLINE, poll::STEP, || {
+            Ok::<_, NotStaged>(match self.census()?.get(pid) {
+                None => ControlFlow::Break(()),
+                Some(p) => ControlFlow::Continue(p.cmdline.clone()),
+            })
+        })?;
+        Ok(gone.map_err(|cmdline| {
+            format!(
+                "pid {pid} {cmdline:?} was still there {} s later",
+                STATUS_DEADLINE.as_secs()
+            )
+        }))
     }
 
     /// Places an impostor at `pid`, SIGKILLing whatever holds it first.
@@ -1270,14 +1278,15 @@ impl<'a> Scene<'a> {
 
     /// Census once no zombie remains, or at the deadline (whatever is left).
     pub fn settle_zombies(&mut self) -> Result<Census, NotStaged> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
+        let settled = poll::until(Duration::from_secs(2), poll::STEP, || {
             let c = self.census()?;
-            if c.zombies().next().is_none() || Instant::now() >= deadline {
-                return Ok(c);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            Ok::<_, NotStaged>(if c.zombies().next().is_none() {
+                ControlFlow::Break(c)
+            } else {
+                ControlFlow::Continue(c)
+            })
+        })?;
+        Ok(settled.unwrap_or_else(|last| last))
     }
 
     /// A random token, unlikely to appear anywhere by chance.

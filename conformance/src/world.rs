@@ -548,17 +548,18 @@ impl World {
     pub fn kill_and_wait(&mut self, pid: i32) -> Result<(), WorldError> {
         let p = Pid::new(pid)?;
         self.inner.signal(p, Signal::KILL)?;
-        let deadline = std::time::Instant::now() + PID_FREE_DEADLINE;
-        while self.inner.is_running(p, None) {
-            if std::time::Instant::now() >= deadline {
-                return Err(WorldError::SurvivedKill {
-                    pid,
-                    ms: PID_FREE_DEADLINE.as_millis(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
+        let gone =
+            doppel_harness::poll::until(PID_FREE_DEADLINE, Duration::from_millis(2), || {
+                Ok::<_, WorldError>(if self.inner.is_running(p, None) {
+                    std::ops::ControlFlow::Continue(())
+                } else {
+                    std::ops::ControlFlow::Break(())
+                })
+            })?;
+        gone.map_err(|()| WorldError::SurvivedKill {
+            pid,
+            ms: PID_FREE_DEADLINE.as_millis(),
+        })
     }
 
     /// Starts a long-lived process (own session) and returns its world PID.

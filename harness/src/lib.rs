@@ -47,6 +47,7 @@ pub mod impostor;
 pub mod init;
 pub mod locate;
 pub mod plant;
+pub mod poll;
 pub mod procfs;
 pub mod proto;
 mod sys;

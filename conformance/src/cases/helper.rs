@@ -4,8 +4,9 @@
 //! (`{cgroup_root}`); without one, its fallback (`serve_fallback`) is what
 //! is tested, and the report says so.
 
+use std::ops::ControlFlow;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::adapter::{Status, Vars};
 use crate::catalog::{Halt, NotStaged, Verdict};
@@ -62,10 +63,11 @@ fn start_helper(s: &mut Scene<'_>) -> Result<Helper, Halt> {
     let host = s.host_path_of(&socket)?;
     let old = std::fs::symlink_metadata(&host).ok().map(|m| m.ino());
     let pid = s.spawn_background(&argv)?;
-    let deadline = Instant::now() + SOCKET_DEADLINE;
-    loop {
+    let ready = doppel_harness::poll::until(SOCKET_DEADLINE, Duration::from_millis(2), || {
         match std::fs::symlink_metadata(&host) {
-            Ok(m) if m.file_type().is_socket() && Some(m.ino()) != old => break,
+            Ok(m) if m.file_type().is_socket() && Some(m.ino()) != old => {
+                return Ok(ControlFlow::Break(()));
+            }
             _ => {}
         }
         // Gone: exit 0 is a server that says it served and did not, the
@@ -88,15 +90,15 @@ fn start_helper(s: &mut Scene<'_>) -> Result<Helper, Halt> {
             }
             return Err(NotStaged(what).into());
         }
-        if Instant::now() >= deadline {
-            return Err(NotStaged(format!(
-                "the helper (`{}`, pid {pid}) did not create its socket {socket} within {} s",
-                argv.join(" "),
-                SOCKET_DEADLINE.as_secs()
-            ))
-            .into());
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        Ok::<_, Halt>(ControlFlow::Continue(()))
+    })?;
+    if ready.is_err() {
+        return Err(NotStaged(format!(
+            "the helper (`{}`, pid {pid}) did not create its socket {socket} within {} s",
+            argv.join(" "),
+            SOCKET_DEADLINE.as_secs()
+        ))
+        .into());
     }
     Ok(Helper { pid, socket })
 }

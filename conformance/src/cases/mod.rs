@@ -543,20 +543,22 @@ pub(crate) fn settle_live(
     s: &mut Scene<'_>,
     keep: &[i32],
 ) -> Result<Vec<(i32, Vec<String>)>, NotStaged> {
-    let deadline = std::time::Instant::now() + SETTLE_DEADLINE;
-    loop {
-        let left: Vec<(i32, Vec<String>)> = s
-            .census()?
-            .procs
-            .iter()
-            .filter(|p| p.state != 'Z' && !keep.contains(&p.pid))
-            .map(|p| (p.pid, p.cmdline.clone()))
-            .collect();
-        if left.is_empty() || std::time::Instant::now() >= deadline {
-            return Ok(left);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    let settled =
+        doppel_harness::poll::until(SETTLE_DEADLINE, std::time::Duration::from_millis(2), || {
+            let left: Vec<(i32, Vec<String>)> = s
+                .census()?
+                .procs
+                .iter()
+                .filter(|p| p.state != 'Z' && !keep.contains(&p.pid))
+                .map(|p| (p.pid, p.cmdline.clone()))
+                .collect();
+            Ok::<_, NotStaged>(if left.is_empty() {
+                std::ops::ControlFlow::Break(left)
+            } else {
+                std::ops::ControlFlow::Continue(left)
+            })
+        })?;
+    Ok(settled.unwrap_or_else(|left| left))
 }
 
 /// Whether a command was killed at its deadline.

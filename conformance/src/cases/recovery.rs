@@ -44,13 +44,19 @@ pub(crate) fn adopts_live_box(s: &mut Scene<'_>) -> Verdict {
             // A CLI's child between its fork and exec carries the CLI's
             // argv, the box id with it, for a moment: only one that stays
             // is a second supervisor.
-            let deadline = std::time::Instant::now() + super::SETTLE_DEADLINE;
-            let mut now = after.clone();
-            while carriers(&now) > carriers(&before) && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-                now = s.census()?;
-            }
-            if carriers(&now) > carriers(&before) {
+            let settled = doppel_harness::poll::until(
+                super::SETTLE_DEADLINE,
+                std::time::Duration::from_millis(2),
+                || {
+                    let now = s.census()?;
+                    Ok::<_, crate::catalog::NotStaged>(if carriers(&now) > carriers(&before) {
+                        std::ops::ControlFlow::Continue(now)
+                    } else {
+                        std::ops::ControlFlow::Break(now)
+                    })
+                },
+            )?;
+            if let Err(now) = settled {
                 problems.push(format!(
                     "a second process carrying {id} appeared and stayed ({} before, {} after)",
                     carriers(&before),

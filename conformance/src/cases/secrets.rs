@@ -1,7 +1,7 @@
 //! secrets::*: secrets never reach a process's cmdline or environ, and
 //! still reach the payload.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::judge;
 use crate::catalog::{NotStaged, Verdict};
@@ -23,16 +23,13 @@ pub(crate) fn not_in_proc(s: &mut Scene<'_>) -> Verdict {
         return Err(NotStaged(format!("run with a secret failed: {}", run.summary())).into());
     }
     let mut problems = Vec::new();
-    let deadline = Instant::now() + RECEIVED_DEADLINE;
-    let got = loop {
-        if let Ok(b) = s.read(&received) {
-            break Some(b);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let got = doppel_harness::poll::until(RECEIVED_DEADLINE, doppel_harness::poll::STEP, || {
+        Ok::<_, NotStaged>(match s.read(&received) {
+            Ok(b) => std::ops::ControlFlow::Break(b),
+            Err(_) => std::ops::ControlFlow::Continue(()),
+        })
+    })?
+    .ok();
     match got {
         Some(b) if String::from_utf8_lossy(&b).trim_end() == secret => {}
         Some(b) => problems.push(format!(

@@ -229,17 +229,18 @@ fn await_markers(
     s: &mut Scene<'_>,
     done: impl Fn(&std::collections::BTreeMap<u32, usize>) -> bool,
 ) -> Result<(bool, std::collections::BTreeMap<u32, usize>), NotStaged> {
-    let deadline = std::time::Instant::now() + MARK_DEADLINE;
-    loop {
+    let m = doppel_harness::poll::until(MARK_DEADLINE, doppel_harness::poll::STEP, || {
         let m = markers(s)?;
-        if done(&m) {
-            return Ok((true, m));
-        }
-        if std::time::Instant::now() >= deadline {
-            return Ok((false, m));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+        Ok::<_, NotStaged>(if done(&m) {
+            std::ops::ControlFlow::Break(m)
+        } else {
+            std::ops::ControlFlow::Continue(m)
+        })
+    })?;
+    Ok(match m {
+        Ok(m) => (true, m),
+        Err(m) => (false, m),
+    })
 }
 
 pub(crate) fn signal_delivered(s: &mut Scene<'_>) -> Verdict {
