@@ -319,10 +319,9 @@ fn do_nothing_runtimes_pass_nothing() -> Result<(), Failed> {
     for (name, program) in runtimes {
         let adapter = refbox_as(dir.path(), name, &program)?;
         let adapter = adapter.display().to_string();
-        let (r, code) = run_json(
-            &["--adapter", &adapter],
-            &[("DOPPEL_COMMAND_DEADLINE_MS", "2000")],
-        )?;
+        // The default deadline: printing 100 MB must never be mistaken for
+        // a hang on a loaded machine.
+        let (r, code) = run_json(&["--adapter", &adapter], &[])?;
         let passed: Vec<&str> = r
             .cases
             .iter()
@@ -391,14 +390,14 @@ fn transient_cli_children_are_noted_not_failed() -> Result<(), Failed> {
         .parse()
         .map_err(|e: toml::de::Error| e.to_string())?;
     // A child left behind, then exec the real command: the child has
-    // nothing to do with the box and ends on its own, reaped by init; for
-    // its first 0.3 s it is a shell carrying the command's argv (the box
-    // id with it), as a child between fork and exec does.
+    // nothing to do with the box and ends on its own, reaped by init; at
+    // first it is a shell carrying the command's argv (the box id with
+    // it), as a child between fork and exec does.
     // `run`'s children end within the case (reaped by init while still
     // carrying the box id, as init last saw them); the others' outlast
     // its last census by a moment.
     for (op, v) in table(&mut t, "commands").iter_mut() {
-        let linger = if op == "run" { "0.02" } else { "0.3" };
+        let linger = if op == "run" { "0.02" } else { "0.1" };
         let wrap = [
             "/bin/sh".to_string(),
             "-c".to_string(),
@@ -465,6 +464,37 @@ fn version_command_is_bounded() -> Result<(), Failed> {
         "/bin/sleep {marker}` still running at the 500 ms deadline"
     )) {
         return Err(format!("doctor does not say the version command hung: {out}").into());
+    }
+    // A version command that prints 100 MB: doctor answers with one line
+    // of it, not the whole (doppel reads a capped copy).
+    let text = doppel_conformance::adapter::EMBEDDED_REFBOX.replace(
+        "version = [\"{bindir}/refbox\", \"--version\"]",
+        "version = [\"/bin/sh\", \"-c\", \"head -c 100000000 /dev/zero | tr '\\\\0' v\"]",
+    );
+    let p = dir.path().join("loud-version.toml");
+    std::fs::write(&p, text).map_err(|e| e.to_string())?;
+    let mut loud = doppel()
+        .args(["doctor", "--adapter"])
+        .arg(&p)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    if let Some(mut o) = loud.stdout.take() {
+        std::io::Read::read_to_string(&mut o, &mut out).map_err(|e| e.to_string())?;
+    }
+    wait_child(&mut loud)?;
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("version:"))
+        .unwrap_or_default();
+    if !line.contains("vvvv") || line.len() > 300 || out.len() > 100_000 {
+        return Err(format!(
+            "doctor with a 100 MB version: {} bytes out, version line {:?}",
+            out.len(),
+            &line[..line.len().min(120)]
+        )
+        .into());
     }
     // Nothing of it left anywhere on the machine (read /proc, signal nothing).
     let running = || {
@@ -572,6 +602,22 @@ fn interrupted_runs_leave_no_world_dirs() -> Result<(), Failed> {
         if !left.is_empty() {
             errors.push(format!("{sig}: world dirs left: {left:?}"));
         }
+        // Nor a process of its worlds (each world's init carries its dir's
+        // name; read /proc, signal nothing).
+        let marker = format!("doppel-world-{pid}-");
+        let running = || {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+                })
+        };
+        if !poll(|| !running()) {
+            errors.push(format!("{sig}: a process of its worlds is still running"));
+        }
     }
     let mut child = doppel_with_worlds(tmp.path())?;
     let pid = child.id();
@@ -664,6 +710,31 @@ fn text_and_exit_code_state_drive_refbox() -> Result<(), Failed> {
     } else {
         Err(errors.join("\n").into())
     }
+}
+
+/// `doppel bench` writing to a log (stderr not a terminal) writes plain
+/// lines, never a `\r` redraw.
+fn bench_progress_in_a_log_is_plain_lines() -> Result<(), Failed> {
+    let out = doppel()
+        .args([
+            "bench",
+            "--boxes",
+            "3",
+            "--samples",
+            "1",
+            "--recovery-samples",
+            "1",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("bench failed: {err}").into());
+    }
+    if err.contains('\r') || !err.contains("creating boxes 3/3") {
+        return Err(format!("progress in a log: {err:?}").into());
+    }
+    Ok(())
 }
 
 /// The uid `refbox_passes_as_an_ordinary_user` runs doppel as.
@@ -781,6 +852,10 @@ fn main() -> std::process::ExitCode {
             text_and_exit_code_state_drive_refbox,
         ),
         Trial::test("version_command_is_bounded", version_command_is_bounded),
+        Trial::test(
+            "bench_progress_in_a_log_is_plain_lines",
+            bench_progress_in_a_log_is_plain_lines,
+        ),
         Trial::test(
             "interrupted_runs_leave_no_world_dirs",
             interrupted_runs_leave_no_world_dirs,

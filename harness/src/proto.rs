@@ -16,7 +16,9 @@ use std::io::{Read, Write};
 /// test binary) with a clear error instead of a confusing decode failure.
 /// 2: typed `BadRequest` reasons, `PidMaxNotPerNamespace`, `Unparsable`.
 /// 3: `Census` carries the signals init received.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: captured output travels as a hex string, not a JSON array of numbers
+///    (1 MiB of output was ~4 MB of JSON, seconds to parse in a debug build).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// How many [`InitSignal`]s init keeps (a runtime stuck in a loop signalling
 /// PID 1 must not grow init without bound); later ones are only counted.
@@ -145,9 +147,43 @@ impl ExitStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Captured {
     /// The bytes (at most the cap).
+    #[serde(with = "hex_bytes")]
     pub bytes: Vec<u8>,
     /// True when the stream held more than the cap.
     pub truncated: bool,
+}
+
+/// Bytes as a lowercase hex string on the wire: two characters a byte,
+/// parsed without a number per byte.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(DIGITS[usize::from(b >> 4)] as char);
+            out.push(DIGITS[usize::from(b & 0xf)] as char);
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(D::Error::custom("not a lowercase hex digit")),
+        };
+        let raw = text.as_bytes();
+        if raw.len() % 2 != 0 {
+            return Err(D::Error::custom("odd number of hex digits"));
+        }
+        raw.chunks_exact(2)
+            .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
+            .collect()
+    }
 }
 
 /// The end of a process init spawned.
@@ -547,6 +583,13 @@ mod tests {
         }
 
         #[test]
+        fn captured_output_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..600), truncated in any::<bool>()) {
+            let c = Captured { bytes, truncated };
+            let text = serde_json::to_string(&c).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Captured>(&text).unwrap(), c);
+        }
+
+        #[test]
         fn spawn_round_trips(argv in proptest::collection::vec(".{0,12}", 0..5), at in proptest::option::of(1i32..100000)) {
             let req = Request::Spawn(spec(argv, at));
             let frame = encode_frame(&req);
@@ -555,6 +598,24 @@ mod tests {
             prop_assert_eq!(back, req);
             // A truncated frame asks for more bytes.
             prop_assert!(decode_frame::<Request>(&frame[..frame.len() - 1]).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn captured_output_is_hex_on_the_wire() {
+        let c = Captured {
+            bytes: vec![0, 0x7f, 0xff, b'a'],
+            truncated: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"bytes":"007fff61","truncated":false}"#
+        );
+        for bad in [
+            r#"{"bytes":"0","truncated":false}"#,
+            r#"{"bytes":"0G","truncated":false}"#,
+        ] {
+            assert!(serde_json::from_str::<Captured>(bad).is_err(), "{bad}");
         }
     }
 
