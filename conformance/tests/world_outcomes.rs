@@ -45,6 +45,15 @@ fn run_json(args: &[&str], envs: &[(&str, &str)]) -> Result<(Report, i32), Faile
     Ok((report, status.status.code().unwrap_or(-1)))
 }
 
+/// Passes when nothing went wrong; else fails with every error, a line each.
+fn all_held(errors: Vec<String>) -> Result<(), Failed> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n").into())
+    }
+}
+
 fn outcomes(r: &Report) -> BTreeMap<String, String> {
     r.cases
         .iter()
@@ -269,11 +278,7 @@ fn undeclared_keys_are_not_applicable() -> Result<(), Failed> {
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n").into())
-    }
+    all_held(errors)
 }
 
 /// refbox's adapter with every command (helper ones too) replaced by
@@ -338,11 +343,7 @@ fn do_nothing_runtimes_pass_nothing() -> Result<(), Failed> {
             errors.push(format!("{name}: no case failed: {:?}", outcomes(&r)));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n").into())
-    }
+    all_held(errors)
 }
 
 /// A runtime that fails every command (`/bin/false`), or hangs in every
@@ -374,11 +375,7 @@ fn untestable_runtimes_exit_3() -> Result<(), Failed> {
             errors.push(format!("{name}: no one-line reason: {err}"));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n").into())
-    }
+    all_held(errors)
 }
 
 /// A CLI that leaves a short-lived child behind (it exits by itself and
@@ -638,11 +635,7 @@ fn interrupted_runs_leave_no_world_dirs() -> Result<(), Failed> {
             String::from_utf8_lossy(&next.stderr)
         ));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n").into())
-    }
+    all_held(errors)
 }
 
 /// refbox driven with its `state` read as text (a pattern with named
@@ -705,11 +698,7 @@ fn text_and_exit_code_state_drive_refbox() -> Result<(), Failed> {
             errors.push(format!("{name}: exit {code}, {} passed", r.summary.pass));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n").into())
-    }
+    all_held(errors)
 }
 
 /// `doppel bench` writing to a log (stderr not a terminal) writes plain
