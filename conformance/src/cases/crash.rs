@@ -585,8 +585,12 @@ fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>
     problems.extend(unreadable);
     let (run, st) = s.state(id)?;
     let after = s.census()?;
+    // A box whose record was written while `state` ran (by a surviving
+    // child of the killed command) is judged by that record's pid: an
+    // adapter whose `state` gives no pid (exit codes) has no other.
     let pid = record_pid
         .or(st.as_ref().and_then(|o| o.pid))
+        .or_else(|| records(s, id).0)
         .map(|p| p as i32);
     let alive = |c: &Census| pid.is_some_and(|p| c.get(p).is_some());
     match st.as_ref().and_then(|o| o.status) {
