@@ -236,6 +236,20 @@ struct RawAdapter {
     failpoints: Option<RawFailpoints>,
     helper: Option<RawHelper>,
     daemon: Option<RawDaemon>,
+    supervisor: Option<RawSupervisor>,
+}
+
+/// `[supervisor]`: the runtime's own long-lived daemon (a process
+/// supervisor's), started in the world by the suite, SIGKILLed and started
+/// again by the daemon cases.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    setup: Option<Spanned<Vec<String>>>,
+    start: Spanned<Vec<String>>,
+    ready: Option<Spanned<Vec<String>>>,
+    pid_file: Option<Spanned<String>>,
+    stop: Option<Spanned<Vec<String>>>,
 }
 
 /// `[daemon]`: the runtime's library (daemon) mode, as an embedder runs it
@@ -325,6 +339,27 @@ pub struct DaemonCommands {
     /// JSON pointer to the number of the runtime's own children its reaper
     /// reaped while the embedder's child was pending, if it prints one.
     pub reaped: Option<String>,
+}
+
+/// The runtime's daemon (`[supervisor]`): how the suite starts it in the
+/// world (its home and state under `{root}`, never the machine's), finds
+/// its pid, and stops it the runtime's own way.
+#[derive(Debug, Clone)]
+pub struct SupervisorCommands {
+    /// Run once per world before the daemon first starts (config files,
+    /// service dirs); must exit 0.
+    pub setup: Option<Template>,
+    /// Starts the daemon. The suite runs it in the background in a session
+    /// of its own: it may stay in the foreground (then, without `pid_file`,
+    /// its own pid is the daemon's) or fork away and exit 0.
+    pub start: Template,
+    /// Exits 0 once the daemon serves; polled after every start.
+    pub ready: Option<Template>,
+    /// Where the daemon records its own pid (the first decimal number in
+    /// the file). Without it, the process `start` started is the daemon.
+    pub pid_file: Option<String>,
+    /// Stops the daemon, the CLI's own way.
+    pub stop: Option<Template>,
 }
 
 /// How the world a runtime runs in must be set up (`[world]`).
@@ -766,6 +801,8 @@ pub struct Adapter {
     pub helper: Option<HelperCommands>,
     /// The library-mode probe, if the runtime has a daemon mode.
     pub daemon: Option<DaemonCommands>,
+    /// The runtime's own daemon, if its boxes live under one.
+    pub supervisor: Option<SupervisorCommands>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -1336,6 +1373,51 @@ impl Adapter {
             }
             None => None,
         };
+        let supervisor = match raw.supervisor {
+            Some(sv) => {
+                // The daemon serves every box: only the world's values.
+                let own = |key: &str, t: Spanned<Vec<String>>| {
+                    let span = t.span();
+                    let t = cx.template(key, t)?;
+                    if let Some(p) = PLACEHOLDERS.iter().find(|p| {
+                        let needle = format!("{{{p}}}");
+                        !matches!(**p, "root" | "bindir")
+                            && t.elements().iter().any(|e| e.contains(&needle))
+                    }) {
+                        return Err(cx.invalid(
+                            span,
+                            key,
+                            format!(
+                                "a daemon command may use only {{root}} and {{bindir}}, not {{{p}}}"
+                            ),
+                        ));
+                    }
+                    Ok(t)
+                };
+                Some(SupervisorCommands {
+                    setup: sv.setup.map(|t| own("supervisor.setup", t)).transpose()?,
+                    start: own("supervisor.start", sv.start)?,
+                    ready: sv.ready.map(|t| own("supervisor.ready", t)).transpose()?,
+                    pid_file: sv
+                        .pid_file
+                        .map(|p| {
+                            let span = p.span();
+                            let p = cx.path_template("supervisor.pid_file", p)?;
+                            if p.contains("{id}") {
+                                return Err(cx.invalid(
+                                    span,
+                                    "supervisor.pid_file",
+                                    "the daemon's pid file may use only {root}",
+                                ));
+                            }
+                            Ok(p)
+                        })
+                        .transpose()?,
+                    stop: sv.stop.map(|t| own("supervisor.stop", t)).transpose()?,
+                })
+            }
+            None => None,
+        };
         if let Some(c) = capabilities_span(&raw_caps, RuntimeCapability::Daemon) {
             if daemon.is_none() {
                 return Err(cx.invalid(
@@ -1348,6 +1430,7 @@ impl Adapter {
 
         Ok(Adapter {
             daemon,
+            supervisor,
             failpoints,
             helper,
             source: path.display().to_string(),

@@ -225,7 +225,11 @@ impl<'a> Bench<'a> {
 
     /// Opens the world and creates `n` boxes, with progress on stderr.
     fn open(subject: &'a Subject, n: usize) -> Result<Bench<'a>, NotStaged> {
-        let scene = Scene::open_subject(subject)?;
+        let mut scene = Scene::open_subject(subject)?;
+        scene.ensure_daemon().map_err(|h| match h {
+            crate::catalog::Halt::NotStaged(n) => n,
+            crate::catalog::Halt::NoScene(f) => NotStaged(f.observed),
+        })?;
         let mut b = Bench {
             subject,
             scene,

@@ -78,6 +78,11 @@ pub enum AdapterNeed {
     /// How a payload ended: `files.exit` + `files.exit_previous`, or
     /// `state.exit_code` + `state.previous_exit_code`.
     ExitEvidence,
+    /// `[supervisor]`: the runtime's daemon, which the scene kills and
+    /// starts again.
+    Supervisor,
+    /// `supervisor.pid_file`: where the daemon records its own pid.
+    SupervisorPidFile,
 }
 
 impl AdapterNeed {
@@ -99,6 +104,10 @@ impl AdapterNeed {
                 id.is_some() || (a.has(Operation::State) && state.is_some_and(|s| s.pid.is_some()))
             }
             AdapterNeed::HelperCommands => a.helper.is_some(),
+            AdapterNeed::Supervisor => a.supervisor.is_some(),
+            AdapterNeed::SupervisorPidFile => {
+                a.supervisor.as_ref().is_some_and(|s| s.pid_file.is_some())
+            }
             AdapterNeed::ExitEvidence => {
                 (files.exit.is_some() && files.exit_previous.is_some())
                     || state
@@ -121,6 +130,8 @@ impl AdapterNeed {
             AdapterNeed::LegacyRecord => "identity.legacy",
             AdapterNeed::RecordedPid => "[identity] or state.pid (with commands.state)",
             AdapterNeed::HelperCommands => "[helper]",
+            AdapterNeed::Supervisor => "[supervisor]",
+            AdapterNeed::SupervisorPidFile => "supervisor.pid_file",
             AdapterNeed::ExitEvidence => {
                 "files.exit + files.exit_previous or state.exit_code + state.previous_exit_code"
             }

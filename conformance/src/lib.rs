@@ -41,4 +41,5 @@ pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod scene;
+pub mod supervisor;
 pub mod world;

@@ -201,7 +201,10 @@ pub fn run_case(case: &Case, subject: &Subject, machine: &Machine) -> CaseReport
             },
             Ok(mut scene) => {
                 let body = case.run;
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut scene)));
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    scene.ensure_daemon()?;
+                    body(&mut scene)
+                }));
                 staging = scene.staging.take();
                 match r {
                     Ok(Ok(o)) => o,

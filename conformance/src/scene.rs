@@ -204,6 +204,8 @@ pub struct Scene<'a> {
     probes: usize,
     /// How the scene was staged, when the report should say (e.g. record rewrite).
     pub staging: Option<String>,
+    /// The runtime's daemon, when the adapter declares one.
+    pub(crate) daemons: crate::supervisor::Daemons,
 }
 
 impl<'a> Scene<'a> {
@@ -231,15 +233,17 @@ impl<'a> Scene<'a> {
             secret: None,
             probes: 0,
             staging: None,
+            daemons: Default::default(),
         })
     }
 
     /// Another scene for the same runtime in a fresh world of its own, so a
-    /// long case can work on several worlds at once (one per thread).
-    pub fn sibling(&self) -> Result<Scene<'a>, NotStaged> {
+    /// long case can work on several worlds at once (one per thread); with
+    /// the runtime's daemon started there too.
+    pub fn sibling(&self) -> Result<Scene<'a>, Halt> {
         let world = World::open_with(self.adapter.world)?;
         let root = format!("{}/root", world.dir().trim_end_matches('/'));
-        Ok(Scene {
+        let mut sibling = Scene {
             adapter: self.adapter,
             bindir: self.bindir.clone(),
             root,
@@ -250,7 +254,10 @@ impl<'a> Scene<'a> {
             secret: None,
             probes: 0,
             staging: None,
-        })
+            daemons: Default::default(),
+        };
+        sibling.ensure_daemon()?;
+        Ok(sibling)
     }
 
     /// The runtime's state root (world path).
@@ -1019,6 +1026,24 @@ impl<'a> Scene<'a> {
         self.world.read_file(path, 16 << 20)
     }
 
+    /// Reads at most `cap` bytes of a world file (no symlink followed).
+    pub fn read_capped(&self, path: &str, cap: u64) -> Result<Vec<u8>, NotStaged> {
+        self.world.read_file(path, cap)
+    }
+
+    /// Removes a world file (a record the runtime wrote: lost), nothing
+    /// followed; recorded in the transcript.
+    pub fn remove_file(&mut self, path: &str) -> Result<(), NotStaged> {
+        self.world.remove(path)?;
+        self.transcript.push(format!("harness removed {path}"));
+        Ok(())
+    }
+
+    /// Adds a line to the evidence transcript.
+    pub fn push_transcript(&mut self, line: String) {
+        self.transcript.push(line);
+    }
+
     /// Writes a world file (replacing it; no symlink followed).
     pub fn write(&self, path: &str, bytes: &[u8]) -> Result<(), NotStaged> {
         self.world.write_file(path, bytes)
@@ -1270,8 +1295,17 @@ impl<'a> Scene<'a> {
             .ok_or_else(|| NotStaged(format!("pid {pid} is not running")))
     }
 
-    /// The world's processes now.
+    /// The world's processes now, the runtime's daemon left out (it is no
+    /// box's leftover; [`Scene::census_all`] has it).
     pub fn census(&mut self) -> Result<Census, NotStaged> {
+        let mut c = self.census_all()?;
+        let daemons = &self.daemons;
+        c.procs.retain(|p| !daemons.is_daemon(p.pid, p.start_time));
+        Ok(c)
+    }
+
+    /// The world's processes now, the runtime's daemon included.
+    pub fn census_all(&mut self) -> Result<Census, NotStaged> {
         let secret = self.secret.clone();
         Ok(self.world.census(secret.as_deref())?)
     }

@@ -3,6 +3,7 @@
 //! capabilities. The rest of the suite sees only the types defined here.
 
 use std::fmt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub enum WorldError {
     /// A pid is not a valid process ID.
     #[error(transparent)]
     Pid(#[from] doppel_harness::ids::InvalidPid),
+    /// The world's private dirs could not be made.
+    #[error("cannot set up the world's private dirs: {0}")]
+    Setup(String),
 }
 
 /// What this machine can stage.
@@ -266,6 +270,26 @@ pub struct World {
     dir: String,
 }
 
+/// The world-private dirs behind [`PRIVATE_ENV`].
+const PRIVATE_DIRS: [&str; 5] = [
+    "home/.config",
+    "home/.local/share",
+    "home/.local/state",
+    "home/.cache",
+    "run-user",
+];
+
+/// Environment variables naming world-private dirs, relative to the
+/// world's dir.
+const PRIVATE_ENV: [(&str, &str); 6] = [
+    ("HOME", "home"),
+    ("XDG_CONFIG_HOME", "home/.config"),
+    ("XDG_DATA_HOME", "home/.local/share"),
+    ("XDG_STATE_HOME", "home/.local/state"),
+    ("XDG_CACHE_HOME", "home/.cache"),
+    ("XDG_RUNTIME_DIR", "run-user"),
+];
+
 /// How long the harness may wait for a killed process's PID to come free.
 const PID_FREE_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -282,7 +306,30 @@ impl World {
             ..hw::WorldOptions::default()
         })?;
         let dir = inner.root().display().to_string();
+        let host = inner.host_root_dir();
+        for d in PRIVATE_DIRS {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(host.join(d))
+                .map_err(|e| WorldError::Setup(format!("{}: {e}", host.join(d).display())))?;
+        }
         Ok(World { inner, dir })
+    }
+
+    /// HOME and the XDG base dirs every command in the world gets, inside
+    /// the world's dir: a runtime or supervisor under test never reads or
+    /// writes the machine's own (`~/.pm2`, `$XDG_RUNTIME_DIR/...`).
+    fn private_env(&self) -> Vec<(String, String)> {
+        PRIVATE_ENV
+            .iter()
+            .map(|(k, d)| {
+                (
+                    k.to_string(),
+                    format!("{}/{d}", self.dir.trim_end_matches('/')),
+                )
+            })
+            .collect()
     }
 
     /// The world's private writable directory (world path).
@@ -353,6 +400,21 @@ impl World {
         }
     }
 
+    /// Removes whatever is at a world path inside the world's dir, through
+    /// the harness's fd-relative path (nothing followed).
+    pub fn remove(&self, world_path: &str) -> Result<(), NotStaged> {
+        match self.rel(world_path) {
+            Some(r) if !r.is_empty() => self
+                .inner
+                .remove(r)
+                .map_err(|e| NotStaged(format!("{world_path}: {e}"))),
+            _ => Err(NotStaged(format!(
+                "{world_path}: the suite removes only inside the world's dir {}",
+                self.dir
+            ))),
+        }
+    }
+
     /// Plants `plant` at a world path inside the world's dir, in place of
     /// whatever is there, through the harness's fd-relative path (no
     /// component followed, so a runtime that swapped a dir for a symlink
@@ -387,8 +449,10 @@ impl World {
             .args(rest.iter().cloned())
             .stdin(stdin.to_vec())
             .setsid(true);
-        let cmd = env
+        let cmd = self
+            .private_env()
             .iter()
+            .chain(env)
             .fold(cmd, |cmd, (k, v)| cmd.env(k.clone(), v.clone()));
         let e = self.inner.run(&cmd, deadline)?;
         let (code, signal) = match e.status {
@@ -568,6 +632,10 @@ impl World {
         let cmd = WorldCommand::new(first.clone())
             .args(rest.iter().cloned())
             .setsid(true);
+        let cmd = self
+            .private_env()
+            .iter()
+            .fold(cmd, |cmd, (k, v)| cmd.env(k.clone(), v.clone()));
         Ok(self.inner.spawn(&cmd)?.pid.get())
     }
 

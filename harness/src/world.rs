@@ -842,6 +842,14 @@ impl World {
         self.files.read(rel.as_ref(), cap)
     }
 
+    /// Removes whatever is at `rel` (relative to [`World::root`]) beneath
+    /// its parent's fd, nothing followed (a lost record: a daemon's pid
+    /// file, a box's state). Nothing there is fine.
+    pub fn remove(&self, rel: impl AsRef<Path>) -> Result<(), WorldPathError> {
+        let p = self.files.parent(rel.as_ref(), false)?;
+        self.files.remove(&p)
+    }
+
     /// `mkdir -p` of `rel` (relative to [`World::root`]), refusing to go
     /// through a symlink.
     pub fn create_dir_all(&self, rel: impl AsRef<Path>) -> Result<(), WorldPathError> {

@@ -130,6 +130,12 @@ pub enum Command {
         /// Output format.
         format: Format,
     },
+    /// Serve as the root's daemon until SIGTERM (see `refbox daemon --help`).
+    Daemon,
+    /// Whether the recorded daemon runs (verified).
+    DaemonStatus,
+    /// Stop the recorded daemon (verified) with SIGTERM.
+    DaemonStop,
     /// Library-mode check of the scoped reaper (see `refbox reaper-probe --help`).
     ReaperProbe {
         /// The exit code of the embedder's own child.
@@ -429,6 +435,41 @@ Options:
         body: "\
 Options:
       --format <FORMAT>  Output format: table or json [default: table]",
+    },
+    CommandHelp {
+        name: "daemon",
+        about: "Serve as the root's daemon until SIGTERM: one per root, its own pid recorded and \
+                verified like a shim's",
+        usage: "refbox daemon",
+        options: &[],
+        payload: false,
+        body: "\
+No box needs the daemon: each box has its own shim, no daemon's child, so the daemon's death
+orphans nothing. On start it takes an exclusive lock on {root}/.daemon.lock for its whole life
+(a second daemon is refused even when the pid record is lost; the kernel drops the lock when it
+dies), writes its identity record {root}/.daemon.pid (pid, start time, boot id, pidfs inode),
+and adopts every box as `recover` does. SIGTERM, SIGINT or SIGHUP end it (exit 0, record
+removed). Exits 1 when another daemon holds the lock.",
+    },
+    CommandHelp {
+        name: "daemon-status",
+        about: "Print whether the recorded daemon runs (verified). Exits 3 when it does not",
+        usage: "refbox daemon-status",
+        options: &[],
+        payload: false,
+        body: "\
+Prints {\"status\": \"running\"|\"stopped\", \"pid\": N|null, \"reason\": ...}. A process that
+now holds the recorded pid but is not the daemon (start time, pidfs inode) is \"stopped\".",
+    },
+    CommandHelp {
+        name: "daemon-stop",
+        about: "Stop the recorded daemon with SIGTERM, after verifying it is the daemon",
+        usage: "refbox daemon-stop",
+        options: &[],
+        payload: false,
+        body: "\
+Waits up to 10 s for it to exit. When the record names a process that is not the daemon (its
+pid reused), nothing is signalled, the stale record is removed, and it exits 0.",
     },
     CommandHelp {
         name: "reaper-probe",
@@ -838,6 +879,14 @@ impl Words {
                     _ => Command::CleanupLogs {
                         format: self.format,
                     },
+                }
+            }
+            "daemon" | "daemon-status" | "daemon-stop" => {
+                self.positionals(&[], 0)?;
+                match self.command() {
+                    "daemon" => Command::Daemon,
+                    "daemon-status" => Command::DaemonStatus,
+                    _ => Command::DaemonStop,
                 }
             }
             _ => {

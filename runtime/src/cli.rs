@@ -221,6 +221,35 @@ fn execute(cli: Cli, strategies: Strategies) -> Result<u8, RuntimeError> {
                 payload: command,
             },
         ),
+        Command::Daemon => {
+            drop(out);
+            serve_daemon(&rt)
+        }
+        Command::DaemonStatus => {
+            let (code, status, pid, reason) = match rt.daemon_status()? {
+                crate::runtime::DaemonStatus::Running(p) => {
+                    (EXIT_OK, "running", Some(p.pid.get()), String::new())
+                }
+                crate::runtime::DaemonStatus::Stopped { pid, reason } => (
+                    EXIT_NOT_RUNNING,
+                    "stopped",
+                    pid.map(|p| p.get()),
+                    reason.to_string(),
+                ),
+            };
+            print_json(
+                &mut out,
+                &serde_json::json!({"status": status, "pid": pid, "reason": reason}),
+            );
+            Ok(code)
+        }
+        Command::DaemonStop => {
+            match rt.daemon_stop()? {
+                Some(pid) => eprintln!("refbox: daemon (pid {pid}) stopped"),
+                None => eprintln!("refbox: no daemon running"),
+            }
+            Ok(EXIT_OK)
+        }
         Command::CleanupLogs { format } => {
             let report = rt.cleanup_logs();
             match format {
@@ -235,6 +264,36 @@ fn execute(cli: Cli, strategies: Strategies) -> Result<u8, RuntimeError> {
             Ok(partial_code(report.errors.is_empty()))
         }
     }
+}
+
+/// `refbox daemon`: lock and record, adopt every box, then wait for
+/// SIGTERM/SIGINT/SIGHUP (registered first, so one sent while it starts is
+/// not lost) and end cleanly.
+fn serve_daemon(rt: &Runtime) -> Result<u8, RuntimeError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| {
+            RuntimeError::Daemon(crate::runtime::DaemonError::SelfIdentity {
+                what: format!("cannot register for SIGTERM: {source}"),
+            })
+        })?;
+    let guard = rt.daemon_begin()?;
+    let report = rt.recover();
+    eprintln!(
+        "refbox: daemon (pid {}) serves {}: {} box(es) recovered, {} unreadable",
+        guard.pid(),
+        rt.layout().root().display(),
+        report.boxes.len(),
+        report.errors.len()
+    );
+    print_entry_errors(&report.errors);
+    let sig = signals.forever().next();
+    rt.daemon_end(guard);
+    eprintln!(
+        "refbox: daemon ends (signal {})",
+        sig.map_or("?".to_string(), |s| s.to_string())
+    );
+    Ok(EXIT_OK)
 }
 
 fn reaper_probe(

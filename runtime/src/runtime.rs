@@ -29,6 +29,12 @@ use crate::status::{
 };
 use crate::strategy::Strategies;
 
+mod daemon;
+pub use daemon::{
+    DAEMON_LOCK, DAEMON_RECORD, DaemonError, DaemonExclusiveFn, DaemonGuard, DaemonLockRequest,
+    DaemonStatus, Exclusive, daemon_lock,
+};
+
 /// How long `create` waits for a new shim to say it is ready.
 pub const SHIM_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `kill KILL` / `delete --force` give the shim to kill its
@@ -176,6 +182,9 @@ pub enum RuntimeError {
         /// The id.
         id: BoxId,
     },
+    /// A daemon command failed (`refbox daemon`, `daemon-stop`, ...).
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
     /// The shim could not be spawned.
     #[error("cannot spawn shim {path}")]
     ShimSpawn {

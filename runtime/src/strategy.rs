@@ -56,6 +56,10 @@ pub struct Strategies {
     /// [`reap_registered`] (`waitid` on each pidfd). Naive: `waitpid(-1)`,
     /// which steals other children's statuses.
     pub reap: crate::reaper::ReapFn,
+    /// Makes the daemon the root's only one. Default
+    /// [`crate::runtime::daemon_lock`] (an exclusive `flock` held for
+    /// life). Naive: "a live process at the recorded pid means running".
+    pub daemon_exclusive: crate::runtime::DaemonExclusiveFn,
 }
 
 impl Default for Strategies {
@@ -70,6 +74,7 @@ impl Default for Strategies {
             parse_signal: allowlisted_signal,
             shim_args: shim_args_id_only,
             reap: reap_registered,
+            daemon_exclusive: crate::runtime::daemon_lock,
         }
     }
 }

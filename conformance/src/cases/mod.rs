@@ -11,6 +11,7 @@ use crate::scene::{Impostor, ImpostorKind, Run, Scene};
 use doppel_fixtures::flaw::Flaw as F;
 
 mod crash;
+mod daemon;
 mod files;
 mod helper;
 mod identity;
@@ -195,6 +196,50 @@ pub static ALL: &[Case] = &[
             C::Flaw(F::DoNothing),
         ],
         run: recovery::reboot_detected,
+    },
+    Case {
+        id: "daemon::killed_with_live_boxes",
+        level: Level::Must,
+        scene: "the runtime's daemon SIGKILLed while two boxes run, then started again",
+        holds: "each live box runs once, its process unchanged, reported running with its pid; none orphaned",
+        machine: &[M::World],
+        needs: &[N::Supervisor, N::RecordedPid],
+        ops: &[Op::Run, Op::State],
+        caps: &[],
+        caught_by: &[C::Flaw(F::DaemonForgetsBoxes), C::Flaw(F::DoNothing)],
+        run: daemon::killed_with_live_boxes,
+    },
+    Case {
+        id: "daemon::recorded_pid_reused",
+        level: Level::Must,
+        scene: "the daemon dies and an impostor takes the pid its pid file names",
+        holds: "stop signals nothing; start brings up a new daemon; a box runs under it",
+        machine: &[M::World, M::PidPlacement],
+        needs: &[N::SupervisorPidFile],
+        ops: &[Op::Run, Op::State],
+        caps: &[],
+        caught_by: &[
+            C::Flaw(F::PidfileGuard),
+            C::Flaw(F::Kill0Liveness),
+            C::Flaw(F::DoNothing),
+        ],
+        run: daemon::recorded_pid_reused,
+    },
+    Case {
+        id: "daemon::record_lost",
+        level: Level::Must,
+        scene: "the daemon's pid file removed while it runs a box; the daemon started again",
+        holds: "no second daemon beside the first; the box runs once and is reported running",
+        machine: &[M::World],
+        needs: &[N::SupervisorPidFile, N::RecordedPid],
+        ops: &[Op::Run, Op::State],
+        caps: &[],
+        caught_by: &[
+            C::Flaw(F::PidfileGuard),
+            C::Flaw(F::DaemonForgetsBoxes),
+            C::Flaw(F::DoNothing),
+        ],
+        run: daemon::record_lost,
     },
     Case {
         id: "ids::prefix_collision",
