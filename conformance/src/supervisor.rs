@@ -235,9 +235,9 @@ impl Scene<'_> {
                 // Serving, by its own word, with no daemon to show for it:
                 // a pid file is written before a daemon answers.
                 (true, None) if ready_since.is_some_and(|t| t.elapsed() >= PID_GRACE) => {
-                    ControlFlow::Break(Err(pid))
+                    ControlFlow::Break(Err((pid, false)))
                 }
-                _ => ControlFlow::Continue(pid),
+                _ => ControlFlow::Continue((pid, live.is_some())),
             })
         })?;
         match found.and_then(|r| r) {
@@ -246,13 +246,19 @@ impl Scene<'_> {
                 self.push_transcript(format!("the daemon serves as pid {}", d.pid));
                 Ok(d)
             }
-            Err(pid) => {
+            Err((pid, alive)) => {
                 let ready = last_ready.map_or_else(String::new, |r| {
                     format!("; supervisor.ready last: {}", r.summary())
                 });
                 let where_ = match (&pid_file, pid) {
+                    (Some(f), Some(p)) if alive => format!(
+                        "{f} names pid {p}, which runs, but supervisor.ready never said it serves"
+                    ),
                     (Some(f), Some(p)) => format!("{f} names pid {p}, which is not running"),
                     (Some(f), None) => format!("{f} names no pid"),
+                    (None, _) if ended.is_none() => format!(
+                        "the process it started (pid {started}) runs, but supervisor.ready never said it serves"
+                    ),
                     (None, _) => format!("the process it started (pid {started}) exited"),
                 };
                 let what = format!(
@@ -268,7 +274,7 @@ impl Scene<'_> {
                 // for it, is the runtime's failure; a daemon that never
                 // became ready may just not run here.
                 match (&pid_file, pid, ended.is_some()) {
-                    (_, None, true) | (Some(_), Some(_), true) => {
+                    (_, None, true) | (Some(_), Some(_), true) if !alive => {
                         Err(self.no_scene("the runtime's daemon serving".into(), what))
                     }
                     _ => Err(NotStaged(what).into()),

@@ -56,6 +56,10 @@ pub struct Strategies {
     /// [`reap_registered`] (`waitid` on each pidfd). Naive: `waitpid(-1)`,
     /// which steals other children's statuses.
     pub reap: crate::reaper::ReapFn,
+    /// Is the process the daemon record names still the daemon? Default
+    /// [`crate::identity::verify_with_pidfd`], as for a shim (the daemon's
+    /// `argv[1]` stands for the box id). Naive: `kill -0`.
+    pub verify_daemon: fn(&VerifyRequest<'_>) -> ProcessIdentity,
     /// Makes the daemon the root's only one. Default
     /// [`crate::runtime::daemon_lock`] (an exclusive `flock` held for
     /// life). Naive: "a live process at the recorded pid means running".
@@ -74,6 +78,7 @@ impl Default for Strategies {
             parse_signal: allowlisted_signal,
             shim_args: shim_args_id_only,
             reap: reap_registered,
+            verify_daemon: crate::identity::verify_with_pidfd,
             daemon_exclusive: crate::runtime::daemon_lock,
         }
     }

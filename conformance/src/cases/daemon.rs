@@ -201,7 +201,12 @@ pub(crate) fn killed_with_live_boxes(s: &mut Scene<'_>) -> Verdict {
         }
         let (run, st) = s.state(b.id)?;
         let c = s.census_all()?;
-        match st.as_ref().map(|st| (st.status, st.pid)) {
+        // A `state` that gives no pid (exit codes) leaves the record's.
+        let mut st = st.map(|st| (st.status, st.pid));
+        if let Some((Some(Status::Running), pid @ None)) = &mut st {
+            *pid = s.recorded_pid(b.id).ok().map(i64::from);
+        }
+        match st {
             Some((Some(Status::Running), Some(pid))) => {
                 let pid = i32::try_from(pid).unwrap_or(0);
                 let tracked = last.iter().any(|p| is_ancestor(&c, pid, *p));
@@ -220,7 +225,7 @@ pub(crate) fn killed_with_live_boxes(s: &mut Scene<'_>) -> Verdict {
                 }
             }
             Some((Some(Status::Running), None)) => problems.push(format!(
-                "state {} says running but names no pid: {}",
+                "state {} says running but neither it nor a record names a pid: {}",
                 b.id,
                 run.summary()
             )),

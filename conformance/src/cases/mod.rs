@@ -220,7 +220,7 @@ pub static ALL: &[Case] = &[
         caps: &[],
         caught_by: &[
             C::Flaw(F::PidfileGuard),
-            C::Flaw(F::Kill0Liveness),
+            C::Flaw(F::DaemonPidTrusted),
             C::Flaw(F::DoNothing),
         ],
         run: daemon::recorded_pid_reused,

@@ -13,7 +13,7 @@
 //!   one cannot keep a new one from starting;
 //! - its pid written as a v2 identity record (`{root}/.daemon.pid`: pid,
 //!   start time, boot id, pidfs inode) and verified like a shim's (through a
-//!   pidfd, by the `verify` strategy) before anything trusts or signals it:
+//!   pidfd, by the `verify_daemon` strategy) before anything trusts or signals it:
 //!   a process that reuses the pid is someone else, never "the daemon".
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -287,7 +287,7 @@ impl Runtime {
         let record = (self.strategies.parse_identity)(&bytes)
             .map_err(|source| DaemonError::Corrupt { path, source })?;
         let word = BoxId::new(DAEMON_WORD).expect("a valid id");
-        match (self.strategies.verify)(&VerifyRequest {
+        match (self.strategies.verify_daemon)(&VerifyRequest {
             id: &word,
             record: &record,
             host: self.host()?,
