@@ -603,8 +603,20 @@ fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>
                 st.as_ref().map(|o| o.word.clone()).unwrap_or_default()
             ));
         }
-        // A process alive after `state` ran was alive while it ran.
-        Some(Status::Stopped) if alive(&after) => {
+        // A process alive after `state` ran was alive while it ran: the
+        // box's recorded process (not a pid `state` printed beside
+        // "stopped", such as runit's finish script), and the same program
+        // before and after (one that exec'ed meanwhile, like
+        // start-stop-daemon's child between writing the pid file and
+        // exec'ing the payload, was not yet the box's).
+        Some(Status::Stopped)
+            if record_pid.map(|p| p as i32).is_some_and(|p| {
+                after
+                    .get(p)
+                    .zip(before.get(p))
+                    .is_some_and(|(a, b)| a.cmdline == b.cmdline)
+            }) =>
+        {
             lost = true;
             problems.push(format!("state said stopped but pid {pid:?} is alive"));
         }

@@ -278,13 +278,22 @@ pub(crate) fn recorded_pid_reused(s: &mut Scene<'_>) -> Verdict {
     if let Some(p) = impostor_problem(s, &first)? {
         problems.push(format!("{p} (the first daemon's pid)"));
     }
-    // Only a daemon that came up can die again.
+    // Only a daemon that came up can die again; its box goes first, the
+    // runtime's way (a box left in the daemon's session would keep its pid
+    // from reuse).
     if problems.is_empty()
         && s.adapter()
             .supervisor
             .as_ref()
             .is_some_and(|sv| sv.stop.is_some())
     {
+        let del = s.delete("gamma", true)?;
+        if !del.success() {
+            return Err(
+                NotStaged(format!("delete --force gamma failed: {}", del.summary())).into(),
+            );
+        }
+        super::settle_live(s, &[first.pid])?;
         let second = impostor_at_daemon(s)?;
         if let Some(stop) = s.stop_daemon()? {
             if let Some(p) = impostor_problem(s, &second)? {
@@ -311,7 +320,19 @@ fn impostor_at_daemon(s: &mut Scene<'_>) -> Result<crate::scene::Impostor, Halt>
         }
     }
     s.forget_daemon();
-    Ok(s.impostor_at(d.pid, ImpostorKind::Unrelated)?)
+    match s.impostor_at(d.pid, ImpostorKind::Unrelated) {
+        Ok(i) => Ok(i),
+        // The kernel keeps a pid allocated while it names the session or
+        // process group of live processes: a daemon whose children stay in
+        // its session cannot have its pid reused until they end.
+        Err(e) => Err(NotStaged(format!(
+            "the daemon's pid {} could not be reused ({}): processes still in its session or process group keep it allocated; left: {}",
+            d.pid,
+            e.0,
+            s.census()?.lines().join(", ")
+        ))
+        .into()),
+    }
 }
 
 /// The daemon's pid file is lost while it runs, then the runtime is asked
