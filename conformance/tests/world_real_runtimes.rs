@@ -34,6 +34,13 @@ struct Subject {
     deadline_ms: &'static str,
 }
 
+/// A supervisor adapter's `run` is several commands (write the service,
+/// wait for the daemon to take it up: runsvdir rescans about once a
+/// second; supervisorctl is a Python start-up, ~0.4 s, each): beside other
+/// tests, 2 s kills them as hung. None of their applicable cases plants a
+/// FIFO, so nothing waits for this deadline to end a hang.
+const SUPERVISOR_DEADLINE_MS: &str = "10000";
+
 /// The crash sweep of an adapter whose commands are multi-step scripts
 /// (write the service dir, tell the daemon, wait): which step a crash point
 /// lands in decides whether something is left, so its verdict is timing.
@@ -76,24 +83,21 @@ const RUNTIMES: [Subject; 7] = [
             "crash::runtime_killed_mid_op",
             "~1500 supervisorctl calls at ~0.4 s each",
         )],
-        // Its adapter's `run` is several supervisorctl calls (~0.4 s each
-        // on an idle machine, more beside other tests): 2 s would kill
-        // them as hung. None of its applicable cases plants a FIFO.
-        deadline_ms: "10000",
+        deadline_ms: SUPERVISOR_DEADLINE_MS,
     },
     Subject {
         name: "runit",
         probe: ("runsvdir", None),
         oci: false,
         skip: SUPERVISOR_CRASH,
-        deadline_ms: DEADLINE_MS,
+        deadline_ms: SUPERVISOR_DEADLINE_MS,
     },
     Subject {
         name: "s6",
         probe: ("s6-svscan", None),
         oci: false,
         skip: SUPERVISOR_CRASH,
-        deadline_ms: DEADLINE_MS,
+        deadline_ms: SUPERVISOR_DEADLINE_MS,
     },
     Subject {
         name: "start-stop-daemon",
@@ -105,7 +109,7 @@ const RUNTIMES: [Subject; 7] = [
             "crash::runtime_killed_mid_op",
             "its verdict depends on crash points hitting a fork-to-exec window",
         )],
-        deadline_ms: DEADLINE_MS,
+        deadline_ms: SUPERVISOR_DEADLINE_MS,
     },
 ];
 
