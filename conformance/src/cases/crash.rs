@@ -595,8 +595,14 @@ fn check_point(s: &mut Scene<'_>, id: &str, t: &mut Tally) -> Result<Vec<String>
     let alive = |c: &Census| pid.is_some_and(|p| c.get(p).is_some());
     match st.as_ref().and_then(|o| o.status) {
         // A process dead before `state` ran, and not born while it ran,
-        // cannot have been running.
-        Some(Status::Running | Status::Created) if !alive(&before) && !alive(&after) => {
+        // cannot have been running. A created box with no pid anywhere is
+        // not judged: a supervisor's created program (supervisord's "Not
+        // started") has no process until it starts.
+        Some(status @ (Status::Running | Status::Created))
+            if (status == Status::Running || pid.is_some())
+                && !alive(&before)
+                && !alive(&after) =>
+        {
             lost = true;
             problems.push(format!(
                 "state said {:?} but its process (pid {pid:?}) was not alive",
