@@ -536,22 +536,78 @@ impl Template {
 
     /// Whether any element mentions `{name}`.
     pub fn uses(&self, name: &str) -> bool {
-        let needle = format!("{{{name}}}");
-        self.0.iter().any(|e| e.contains(&needle))
+        self.0.iter().any(|e| {
+            pieces(e)
+                .iter()
+                .any(|p| matches!(p, Piece::Placeholder(n) if *n == name))
+        })
     }
 }
 
-/// Expands placeholders inside one string.
+/// One piece of a template string: literal text, or a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece<'a> {
+    /// Text as it is (`{{` and `}}` already made `{` and `}`).
+    Text(std::borrow::Cow<'a, str>),
+    /// `{name}`.
+    Placeholder(&'a str),
+    /// A `{` with no `}` after it: the rest of the string.
+    Unclosed(&'a str),
+}
+
+/// Splits a template string into text and placeholders. `{{` and `}}` are
+/// a literal `{` and `}` (a shell script's `{ …; }` or `${var}` in an
+/// adapter command); a lone `}` is itself.
+fn pieces(s: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(['{', '}']) {
+        text.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            text.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let Some(after) = tail.strip_prefix('}') {
+            text.push('}');
+            rest = after;
+        } else {
+            let Some(close) = tail.find('}') else {
+                if !text.is_empty() {
+                    out.push(Piece::Text(std::mem::take(&mut text).into()));
+                }
+                out.push(Piece::Unclosed(tail));
+                return out;
+            };
+            if !text.is_empty() {
+                out.push(Piece::Text(std::mem::take(&mut text).into()));
+            }
+            out.push(Piece::Placeholder(&tail[1..close]));
+            rest = &tail[close + 1..];
+        }
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        out.push(Piece::Text(text.into()));
+    }
+    out
+}
+
+/// Expands placeholders inside one string (`{{`, `}}`: a literal brace).
 pub fn expand_str(s: &str, vars: &Vars<'_>) -> Result<String, MissingVar> {
     let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let Some(close) = rest[open..].find('}') else {
-            out.push_str(&rest[open..]);
-            return Ok(out);
+    for piece in pieces(s) {
+        let name = match piece {
+            Piece::Text(t) => {
+                out.push_str(&t);
+                continue;
+            }
+            Piece::Unclosed(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Piece::Placeholder(name) => name,
         };
-        let name = &rest[open + 1..open + close];
         let value = match name {
             "root" => vars.root,
             "id" => vars.id,
@@ -566,9 +622,7 @@ pub fn expand_str(s: &str, vars: &Vars<'_>) -> Result<String, MissingVar> {
             _ => None,
         };
         out.push_str(value.ok_or_else(|| MissingVar { name: name.into() })?);
-        rest = &rest[open + close + 1..];
     }
-    out.push_str(rest);
     Ok(out)
 }
 
@@ -835,18 +889,26 @@ impl Ctx<'_> {
         s: &str,
         allowed: &[&str],
     ) -> Result<(), AdapterError> {
-        let mut rest = s;
-        while let Some(open) = rest.find('{') {
-            let Some(close) = rest[open..].find('}') else {
-                return Err(self.invalid(span, key, format!("unclosed `{{` in {s:?}")));
+        for piece in pieces(s) {
+            let name = match piece {
+                Piece::Text(_) => continue,
+                Piece::Unclosed(_) => {
+                    return Err(self.invalid(
+                        span,
+                        key,
+                        format!(
+                            "unclosed `{{` in {s:?} (a literal brace is written `{{{{` or `}}}}`)"
+                        ),
+                    ));
+                }
+                Piece::Placeholder(name) => name,
             };
-            let name = &rest[open + 1..open + close];
             if !allowed.contains(&name) {
                 return Err(self.invalid(
                     span,
                     key,
                     format!(
-                        "unknown placeholder {{{name}}}; known: {}",
+                        "unknown placeholder {{{name}}}; known: {} (a literal brace is written `{{{{` or `}}}}`)",
                         allowed
                             .iter()
                             .map(|p| format!("{{{p}}}"))
@@ -855,7 +917,6 @@ impl Ctx<'_> {
                     ),
                 ));
             }
-            rest = &rest[open + close + 1..];
         }
         Ok(())
     }
@@ -874,7 +935,10 @@ impl Ctx<'_> {
                     format!("argv element {i} holds a NUL byte, which no argv element can carry"),
                 ));
             }
-            if el.contains("{payload...}") && el != "{payload...}" {
+            let payload_inside = pieces(el)
+                .iter()
+                .any(|p| matches!(p, Piece::Placeholder("payload...")));
+            if payload_inside && el != "{payload...}" {
                 return Err(self.invalid(span, key, "{payload...} must be a whole argv element"));
             }
             if el != "{payload...}" {
@@ -1722,6 +1786,41 @@ mode = "argv"
         let e = parse(&MIN.replace("mode = \"argv\"", "mode = \"floppy\"")).unwrap_err();
         let s = e.to_string();
         assert!(s.starts_with("t.toml:5:"), "{s}");
+    }
+
+    #[test]
+    fn doubled_braces_are_literal_braces() {
+        let vars = Vars {
+            root: Some("/r"),
+            id: Some("b1"),
+            ..Vars::default()
+        };
+        assert_eq!(
+            expand_str("[ -e {root}/{id} ] || {{ echo ${{HOME}}; }}", &vars).unwrap(),
+            "[ -e /r/b1 ] || { echo ${HOME}; }"
+        );
+        assert_eq!(expand_str("a } b", &vars).unwrap(), "a } b");
+        let t = Template(vec!["sh".into(), "-c".into(), "{{id}} {root}".into()]);
+        assert!(!t.uses("id"), "an escaped {{id}} is no placeholder");
+        assert!(t.uses("root"));
+        // In an adapter: a shell group with single braces is refused with
+        // the hint; doubled, it loads and expands to the script.
+        let bad = "schema = 1\n[runtime]\nname = \"x\"\n[payload]\nmode = \"argv\"\n[commands]\nlist = [\"sh\", \"-c\", \"true || { exit 1; }\"]\n";
+        let e = Adapter::parse(bad, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml:7") && e.contains("a literal brace is written"),
+            "{e}"
+        );
+        let good = bad.replace("{ exit 1; }", "{{ exit 1; }}");
+        let a = Adapter::parse(&good, Path::new("x.toml")).unwrap();
+        let argv = a
+            .command(Operation::List)
+            .unwrap()
+            .expand(&Vars::default())
+            .unwrap();
+        assert_eq!(argv[2], "true || { exit 1; }");
     }
 
     #[test]

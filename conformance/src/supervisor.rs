@@ -112,11 +112,16 @@ impl Scene<'_> {
 
     /// `supervisor.pid_file` expanded (world path).
     pub fn daemon_pid_file(&self) -> Result<Option<String>, NotStaged> {
-        Ok(self
-            .supervisor()?
-            .pid_file
-            .as_ref()
-            .map(|p| p.replace("{root}", self.root())))
+        Ok(self.supervisor()?.pid_file.as_ref().map(|p| {
+            crate::adapter::expand_str(
+                p,
+                &Vars {
+                    root: Some(self.root()),
+                    ..Vars::default()
+                },
+            )
+            .unwrap_or_else(|_| p.clone())
+        }))
     }
 
     /// The daemon the scene last started, if it still runs (same pid and
