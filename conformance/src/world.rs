@@ -3,7 +3,6 @@
 //! capabilities. The rest of the suite sees only the types defined here.
 
 use std::fmt;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -306,13 +305,13 @@ impl World {
             ..hw::WorldOptions::default()
         })?;
         let dir = inner.root().display().to_string();
-        let host = inner.host_root_dir();
+        // Beneath the work dir's fd (the harness's path): never through a
+        // host path, which a signal's exit path that just removed the work
+        // dir would have this `mkdir -p` make again, and leave behind.
         for d in PRIVATE_DIRS {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(host.join(d))
-                .map_err(|e| WorldError::Setup(format!("{}: {e}", host.join(d).display())))?;
+            inner
+                .create_dir_all(d)
+                .map_err(|e| WorldError::Setup(format!("{dir}/{d}: {e}")))?;
         }
         Ok(World { inner, dir })
     }

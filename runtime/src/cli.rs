@@ -234,7 +234,12 @@ fn execute(cli: Cli, strategies: Strategies) -> Result<u8, RuntimeError> {
                     EXIT_NOT_RUNNING,
                     "stopped",
                     pid.map(|p| p.get()),
-                    reason.to_string(),
+                    match reason {
+                        crate::identity::AbsentReason::NoRecord => {
+                            format!("no daemon record ({})", crate::runtime::DAEMON_RECORD)
+                        }
+                        other => other.to_string(),
+                    },
                 ),
             };
             print_json(
