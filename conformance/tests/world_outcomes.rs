@@ -494,17 +494,7 @@ fn version_command_is_bounded() -> Result<(), Failed> {
         .into());
     }
     // Nothing of it left anywhere on the machine (read /proc, signal nothing).
-    let running = || {
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read(e.path().join("cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-            })
-    };
-    if !poll(|| !running()) {
+    if !poll(|| !any_process_carries(&marker)) {
         return Err(format!("`/bin/sleep {marker}` outlived doppel doctor").into());
     }
     Ok(())
@@ -544,6 +534,19 @@ fn poll(what: impl Fn() -> bool) -> bool {
 }
 
 /// A `doppel run` (a long case, its worlds in `tmp`) that has opened a world.
+/// Whether any process on the machine has `marker` in its argv (reads
+/// /proc, signals nothing).
+fn any_process_carries(marker: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+}
+
 fn doppel_with_worlds(tmp: &Path) -> Result<std::process::Child, Failed> {
     let mut child = doppel()
         .args(["run", "--exact", "crash::runtime_killed_mid_op"])
@@ -602,17 +605,7 @@ fn interrupted_runs_leave_no_world_dirs() -> Result<(), Failed> {
         // Nor a process of its worlds (each world's init carries its dir's
         // name; read /proc, signal nothing).
         let marker = format!("doppel-world-{pid}-");
-        let running = || {
-            std::fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    std::fs::read(e.path().join("cmdline"))
-                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-                })
-        };
-        if !poll(|| !running()) {
+        if !poll(|| !any_process_carries(&marker)) {
             errors.push(format!("{sig}: a process of its worlds is still running"));
         }
     }
